@@ -1,0 +1,1 @@
+"""Measurement: FLOP counting, analytic formulas, timing, memory, sweeps, CSV, plots, reports."""
