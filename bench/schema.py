@@ -22,3 +22,6 @@ COLUMNS = (
 )
 
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
+
+# The default sweep: the paper's Fig. 6 range (224 -> 1280) and beyond.
+DEFAULT_RESOLUTIONS = (224, 384, 512, 640, 768, 1024, 1280, 1536, 2048)
