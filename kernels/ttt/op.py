@@ -1,0 +1,103 @@
+"""TTT-Linear as torch.library custom ops, and the public functions that validate and dispatch.
+
+Each call is one `vittt_bench::ttt_linear(_bidir)` node in a traced graph; the fake (meta)
+implementations return shapes only, so models trace on the meta device for FLOP counting.
+"""
+import torch
+from torch import Tensor
+
+from kernels.ttt.dual import ttt_linear_dual
+
+BACKENDS = ("torch", "triton", "auto")
+_ARGS = ("q", "k", "v", "lr", "tok", "W0", "b0", "ln_w", "ln_b")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Map "auto" to "triton" on CUDA and "torch" elsewhere; reject unknown names."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown TTT-Linear backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "triton" if torch.device(device).type == "cuda" else "torch"
+    return backend
+
+
+def _check(args: dict[str, Tensor], mini_batch: int, prefix: str = "") -> None:
+    """Raise ValueError naming the first argument whose shape or device breaks the contract."""
+    if mini_batch < 1:
+        raise ValueError(f"mini_batch must be >= 1, got {mini_batch}")
+    q = args["q"]
+    if q.dim() != 4:
+        raise ValueError(f"{prefix}q must be [B, H, L, d], got shape {tuple(q.shape)}")
+    B, H, L, d = q.shape
+    if L < 1:
+        raise ValueError(f"{prefix}sequence length L must be >= 1, got {L}")
+    want = {"q": (B, H, L, d), "k": (B, H, L, d), "v": (B, H, L, d), "lr": (B, H, L), "tok": (mini_batch,),
+            "W0": (H, d, d), "b0": (H, d), "ln_w": (H, d), "ln_b": (H, d)}
+    for name in _ARGS:
+        x = args[name]
+        if tuple(x.shape) != want[name]:
+            raise ValueError(f"{prefix}{name} must have shape {want[name]} (B={B}, H={H}, L={L}, d={d}, "
+                             f"mini_batch={mini_batch}), got {tuple(x.shape)}")
+        if x.device != q.device:
+            raise ValueError(f"{prefix}{name} is on {x.device} but q is on {q.device}")
+
+
+def _dispatch(backend: str, q: Tensor, bidir: bool):
+    """The implementation for (backend, single or bidirectional); triton is imported lazily."""
+    backend = resolve_backend(backend, q.device)
+    if backend == "triton":
+        from kernels.ttt import triton_fwd
+
+        return triton_fwd.ttt_linear_bidir_triton if bidir else triton_fwd.ttt_linear_triton
+    return _bidir_dual if bidir else ttt_linear_dual
+
+
+def _bidir_dual(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor, ln_w: Tensor,
+                ln_b: Tensor, mini_batch: int) -> Tensor:
+    """Both directions with the dual form: direction 0 forward, direction 1 reverse -> [2,B,H,L,d]."""
+    args = (q, k, v, lr, tok, W0, b0, ln_w, ln_b)
+    return torch.stack([ttt_linear_dual(*(x[i] for x in args), mini_batch, reverse=bool(i)) for i in (0, 1)])
+
+
+@torch.library.custom_op("vittt_bench::ttt_linear", mutates_args=())
+def _ttt_linear_op(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
+                   ln_w: Tensor, ln_b: Tensor, mini_batch: int, reverse: bool, backend: str) -> Tensor:
+    return _dispatch(backend, q, bidir=False)(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch, reverse)
+
+
+@torch.library.custom_op("vittt_bench::ttt_linear_bidir", mutates_args=())
+def _ttt_linear_bidir_op(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
+                         ln_w: Tensor, ln_b: Tensor, mini_batch: int, backend: str) -> Tensor:
+    return _dispatch(backend, q, bidir=True)(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch)
+
+
+@_ttt_linear_op.register_fake
+def _(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch, reverse, backend):
+    return torch.empty_like(q)
+
+
+@_ttt_linear_bidir_op.register_fake
+def _(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch, backend):
+    return torch.empty_like(q)
+
+
+def ttt_linear(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor, ln_w: Tensor,
+               ln_b: Tensor, *, mini_batch: int = 16, reverse: bool = False, backend: str = "auto") -> Tensor:
+    """TTT-Linear forward (DESIGN.md s.4): q, k, v [B,H,L,d]; lr [B,H,L]; tok [mini_batch]; W0 [H,d,d];
+    b0, ln_w, ln_b [H,d] -> [B,H,L,d]. reverse=True scans from the end (flip L, op, flip L)."""
+    args = (q, k, v, lr, tok, W0, b0, ln_w, ln_b)
+    _check(dict(zip(_ARGS, args)), mini_batch)
+    return _ttt_linear_op(*args, mini_batch, reverse, resolve_backend(backend, q.device))
+
+
+def ttt_linear_bidir(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
+                     ln_w: Tensor, ln_b: Tensor, *, mini_batch: int = 16, backend: str = "auto") -> Tensor:
+    """Both scan directions in one op. Every argument of `ttt_linear` gains a leading dim of 2
+    (0 = forward, 1 = reverse); returns [2,B,H,L,d], both in original token order, equal to
+    stack(ttt_linear(dir 0), ttt_linear(dir 1, reverse=True))."""
+    args = (q, k, v, lr, tok, W0, b0, ln_w, ln_b)
+    for name, x in zip(_ARGS, args):
+        if x.dim() < 1 or x.shape[0] != 2:
+            raise ValueError(f"ttt_linear_bidir: {name} needs a leading direction dim of 2, got {tuple(x.shape)}")
+    _check({name: x[0] for name, x in zip(_ARGS, args)}, mini_batch, prefix="ttt_linear_bidir: ")
+    return _ttt_linear_bidir_op(*args, mini_batch, resolve_backend(backend, q.device))
