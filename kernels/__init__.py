@@ -1,0 +1,10 @@
+"""Sequence-mixing ops, each with a plain-PyTorch reference and a fast path (DESIGN.md s.4).
+
+Every public op is a torch.library custom op with a fake (meta) implementation, so a model
+that calls it traces as one node per call, and bench.flops counts it with the op's formula.
+"""
+from kernels.conv import depthwise_conv
+from kernels.selective_scan import selective_scan
+from kernels.ttt import ttt_linear, ttt_linear_bidir
+
+__all__ = ["depthwise_conv", "selective_scan", "ttt_linear", "ttt_linear_bidir"]
