@@ -1,0 +1,178 @@
+"""The Triton TTT-Linear kernel against the torch dual form, and the pure parts of its benchmark.
+
+Runs on the GPU when there is one, else on the CPU under the Triton interpreter. triton.jit
+reads TRITON_INTERPRET when a kernel is defined (triton.language's own helpers included, at
+`import triton`), so it is set here before the first import of triton in the process.
+"""
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ON_GPU = torch.cuda.is_available()
+if not ON_GPU:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import bench.kernel_bench as kb  # noqa: E402
+from kernels.ttt import triton_fwd  # noqa: E402
+from kernels.ttt.dual import ttt_linear_dual  # noqa: E402
+from kernels.ttt.flops import ttt_linear_flops  # noqa: E402
+
+if not ON_GPU and not triton_fwd.INTERPRETED:
+    raise RuntimeError("triton was imported in this process before TRITON_INTERPRET=1 was set (triton.language "
+                       "itself then cannot be interpreted); set it in tests/conftest.py or run this file alone")
+
+DEVICE = "cuda" if ON_GPU else "cpu"
+TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}  # max|a-b| / max|b|
+
+
+def inputs(L: int, dtype: torch.dtype, n_dir: int = 1, d: int = 64, B: int = 2, H: int = 2, seed: int = 0):
+    """Arguments in the mixer's strided layout; one direction drops the leading dim."""
+    x = kb.make_ttt_inputs(B, H, L, d, 16, dtype, DEVICE, n_dir=n_dir, seed=seed)
+    return [t[0] for t in x] if n_dir == 1 else list(x)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("L", [16, 33, 196])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_matches_dual(dtype, L, reverse):
+    x = inputs(L, dtype)
+    out = triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=reverse)
+    ref = ttt_linear_dual(*x, mini_batch=16, reverse=reverse)
+    assert out.shape == ref.shape == (2, 2, L, 64) and out.dtype == dtype
+    assert kb.rel_err(out, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_bidir_one_launch(dtype):
+    x = inputs(33, dtype, n_dir=2)  # each direction has its own q, k, v, lr, tok and state
+    out = triton_fwd.ttt_linear_bidir_triton(*x, mini_batch=16)
+    assert out.shape == (2, 2, 2, 33, 64) and out.dtype == dtype
+    for i in (0, 1):
+        ref = ttt_linear_dual(*(t[i] for t in x), mini_batch=16, reverse=bool(i))
+        assert kb.rel_err(out[i], ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("dtype, d", [(torch.float16, 64), (torch.float32, 32), (torch.float32, 128)],
+                         ids=["fp16-d64", "fp32-d32", "fp32-d128"])
+def test_other_dtypes_and_head_dims(dtype, d, reverse):
+    x = inputs(33, dtype, d=d)
+    out = triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=reverse)
+    assert kb.rel_err(out, ttt_linear_dual(*x, mini_batch=16, reverse=reverse)) < TOL[dtype]
+
+
+def test_strided_inputs_read_in_place():
+    x = inputs(33, torch.bfloat16)
+    assert not x[0].is_contiguous()  # the mixer's layout: views of [B, L, n, H, d]
+    strided = triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=True)
+    dense = triton_fwd.ttt_linear_triton(*(t.contiguous() for t in x), mini_batch=16, reverse=True)
+    assert torch.equal(strided, dense)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda x: {"mini_batch": 8, "tok": x[4][:8]}, "power of two"),
+    (lambda x: {"tok": x[4][:8]}, "tok: expected shape"),
+    (lambda x: {"lr": x[3][:, :1]}, "lr: expected shape"),
+], ids=["mini_batch", "tok", "lr"])
+def test_rejects_bad_arguments(change, match):
+    x = inputs(16, torch.float32)
+    kwargs = {**dict(zip(("q", "k", "v", "lr", "tok", "W0", "b0", "ln_w", "ln_b"), x)), "mini_batch": 16}
+    with pytest.raises(ValueError, match=match):
+        triton_fwd.ttt_linear_triton(**{**kwargs, **change(x)}, reverse=False)
+
+
+def test_head_dim_outside_the_kernel_is_rejected():
+    x = inputs(16, torch.float32, d=48)
+    with pytest.raises(ValueError, match="head dim 48"):
+        triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=False)
+
+
+def test_cpu_without_interpreter_fails_clearly():
+    """Without TRITON_INTERPRET (and without a GPU) the module imports, and a call says what to do."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    code = "\n".join([
+        "import torch",
+        "from kernels.ttt import triton_fwd",
+        "from bench.kernel_bench import make_ttt_inputs",
+        "assert not triton_fwd.INTERPRETED and not torch.cuda.is_available()",
+        "x = [t[0] for t in make_ttt_inputs(1, 1, 16, 64, 16, torch.float32, 'cpu', n_dir=1)]",
+        "try:",
+        "    triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=False)",
+        "except RuntimeError as e:",
+        "    print(e)",
+        "else:",
+        "    raise SystemExit('no error raised')",
+    ])
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "TRITON_INTERPRET=1" in r.stdout and "CUDA" in r.stdout
+
+
+# ---- the kernel benchmark's pure parts --------------------------------------------------------
+
+@pytest.mark.parametrize("name, gbps", [
+    ("NVIDIA H100 80GB HBM3", 3350.0), ("NVIDIA H100 PCIe", 2000.0), ("NVIDIA H200", 4800.0),
+    ("NVIDIA A100-SXM4-80GB", 2039.0), ("NVIDIA L40S", 864.0),
+    ("NVIDIA H100 NVL", math.nan), ("NVIDIA A100-SXM4-40GB", math.nan), ("NVIDIA GeForce RTX 4090", math.nan),
+])
+def test_peak_bandwidth_table(name, gbps):
+    got = kb.peak_bandwidth_gbps(name)
+    assert got == gbps or (math.isnan(gbps) and math.isnan(got))
+
+
+def test_bytes_model_counts_inputs_and_output():
+    B, H, L, d = 2, 3, 33, 64
+    q, k, v, lr = inputs(L, torch.bfloat16, B=B, H=H)[:4]
+    one_way = sum(t.numel() * t.element_size() for t in (q, k, v, lr)) + q.numel() * q.element_size()  # + out
+    assert kb.bytes_moved(B, H, L, d, 2, 2) == one_way
+    assert kb.bytes_moved(B, H, L, d, 2, 2, directions=2) == 2 * one_way
+
+
+def test_shapes_of_the_sweep():
+    points = kb.shapes(kb.RESOLUTIONS, tuple(kb.SIZES))
+    assert sorted({p.tokens for p in points}) == [196, 576, 1024, 2304, 4096, 6400, 9216, 16384]
+    assert {(p.size, p.heads) for p in points} == {("T", 3), ("S", 6), ("B", 12)}
+    assert len(points) == 24 and {p.batch for p in points} == {64} and {p.head_dim for p in points} == {64}
+    assert len(kb.shapes(kb.QUICK_RESOLUTIONS, kb.QUICK_SIZES)) < len(points)
+
+
+def test_measure_rows_and_csv(tmp_path):
+    """Every mode runs once through the timer; derived columns follow from the time; CSV has COLUMNS."""
+    ran = []
+
+    def timer(fn):  # a fixed 2 ms stands in for the GPU clock: this checks the bookkeeping only
+        ran.append(fn())
+        return 2.0
+
+    shape = kb.Shape("T", resolution=64, batch=1)  # 16 tokens, 3 heads
+    rows = kb.measure(shape, "fp32", DEVICE, timer=timer, peak_gbps=1000.0)
+    assert [(r["backend"], r["mode"]) for r in rows] == [(b, m) for b, m, _ in kb.MODES] and len(ran) == 4
+    flops = ttt_linear_flops(1, 3, 16, 64, 16)
+    for r in rows:
+        n = r["directions"]
+        assert r["status"] == "ok" and r["bytes_moved"] == kb.bytes_moved(1, 3, 16, 64, 4, 4, n)
+        assert r["gbps"] == pytest.approx(r["bytes_moved"] / 2e-3 / 1e9)
+        assert r["bw_fraction"] == pytest.approx(r["gbps"] / 1000.0)
+        assert r["tflops_2_per_fma"] == pytest.approx(2 * n * flops / 2e-3 / 1e12)
+    by_mode = {(r["backend"], r["mode"]): r for r in rows}
+    assert by_mode["triton", "fwd"]["rel_err_vs_torch"] < 1e-4
+    assert by_mode["triton", "fwd"]["speedup_over"] == "torch fwd" and by_mode["triton", "fwd"]["speedup"] == 1.0
+    assert by_mode["triton", "bidir_one_launch"]["speedup_over"] == "triton bidir_two_launches"
+    path = tmp_path / "kernel_bench.csv"
+    kb.to_frame(rows).to_csv(path, index=False)
+    import pandas as pd
+
+    assert tuple(pd.read_csv(path).columns) == kb.COLUMNS
+
+
+@pytest.mark.skipif(ON_GPU, reason="checks the refusal on a machine without CUDA")
+def test_bench_refuses_without_cuda(tmp_path, capsys):
+    out = tmp_path / "k.csv"
+    assert kb.main(["--out", str(out), "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "CUDA" in err and len(err.splitlines()) == 1 and not out.exists()
