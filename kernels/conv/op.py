@@ -5,13 +5,14 @@ convolution in torch 2.13 ("cond must be a bool, but got a Tensor"), while a cus
 fake implementation traces fine as one node, counted with `depthwise_conv_flops`.
 A causal conv1d of width k is padding=[k-1] and keeping the first L outputs (done by the caller).
 """
-import warnings
 from math import prod
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from kernels._checks import shape_checks
 
 
 def _out_shape(x: Tensor, weight: Tensor, padding: Sequence[int]) -> list[int]:
@@ -52,8 +53,7 @@ def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: S
 
     x [B, C, L] with weight [C, 1, k], or x [B, C, H, W] with weight [C, 1, kh, kw]; bias [C] or None.
     """
-    with warnings.catch_warnings():  # under torch.jit.trace the checked sizes are trace constants anyway
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    with shape_checks():
         _check_args(x, weight, bias, padding)
     return torch.ops.vittt_bench.depthwise_conv(x, weight, bias, [int(p) for p in padding])
 

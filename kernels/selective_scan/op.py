@@ -4,12 +4,12 @@ A custom op with a fake implementation runs on the meta device and shows up as o
 under torch.jit.trace, so fvcore counts it with `selective_scan_flops` instead of
 tracing (and mostly ignoring) hundreds of elementwise steps.
 """
-import warnings
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
+from kernels._checks import shape_checks
 from kernels.selective_scan.mamba import INSTALL_HINT, mamba_available, selective_scan_mamba, unavailable_reason
 from kernels.selective_scan.naive import selective_scan_ref
 
@@ -76,8 +76,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     Returns [Bt, E, L] in u's dtype (half inputs are computed in float32 inside).
     backend: "auto", "torch" (reference) or "mamba_ssm" (CUDA kernel, when installed).
     """
-    with warnings.catch_warnings():  # under torch.jit.trace the checked sizes are trace constants anyway
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    with shape_checks():
         _check_args(u, delta, A, B, C, D, z, delta_bias)
     backend = resolve_backend(backend, u.device)
     return torch.ops.vittt_bench.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend)

@@ -6,6 +6,7 @@ implementations return shapes only, so models trace on the meta device for FLOP 
 import torch
 from torch import Tensor
 
+from kernels._checks import shape_checks
 from kernels.ttt.dual import ttt_linear_dual
 
 BACKENDS = ("torch", "triton", "auto")
@@ -86,7 +87,8 @@ def ttt_linear(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Ten
     """TTT-Linear forward (DESIGN.md s.4): q, k, v [B,H,L,d]; lr [B,H,L]; tok [mini_batch]; W0 [H,d,d];
     b0, ln_w, ln_b [H,d] -> [B,H,L,d]. reverse=True scans from the end (flip L, op, flip L)."""
     args = (q, k, v, lr, tok, W0, b0, ln_w, ln_b)
-    _check(dict(zip(_ARGS, args)), mini_batch)
+    with shape_checks():
+        _check(dict(zip(_ARGS, args)), mini_batch)
     return _ttt_linear_op(*args, mini_batch, reverse, resolve_backend(backend, q.device))
 
 
@@ -96,8 +98,9 @@ def ttt_linear_bidir(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W
     (0 = forward, 1 = reverse); returns [2,B,H,L,d], both in original token order, equal to
     stack(ttt_linear(dir 0), ttt_linear(dir 1, reverse=True))."""
     args = (q, k, v, lr, tok, W0, b0, ln_w, ln_b)
-    for name, x in zip(_ARGS, args):
-        if x.dim() < 1 or x.shape[0] != 2:
-            raise ValueError(f"ttt_linear_bidir: {name} needs a leading direction dim of 2, got {tuple(x.shape)}")
-    _check({name: x[0] for name, x in zip(_ARGS, args)}, mini_batch, prefix="ttt_linear_bidir: ")
+    with shape_checks():
+        for name, x in zip(_ARGS, args):
+            if x.dim() < 1 or x.shape[0] != 2:
+                raise ValueError(f"ttt_linear_bidir: {name} needs a leading direction dim of 2, got {tuple(x.shape)}")
+        _check({name: x[0] for name, x in zip(_ARGS, args)}, mini_batch, prefix="ttt_linear_bidir: ")
     return _ttt_linear_bidir_op(*args, mini_batch, resolve_backend(backend, q.device))
