@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import sys
 import time
@@ -119,6 +120,8 @@ def build_parser() -> OneLineParser:
     sweep.add_argument("--out", default="results", metavar="DIR", help="results folder (default: results)")
     sweep.add_argument("--reports", metavar="DIR", help="reports folder (default: reports/ beside the results folder)")
     sweep.add_argument("--run", type=_run_name, metavar="NAME", help="run name: results/NAME.csv (default: from device and models, so a re-run resumes)")
+    sweep.add_argument("--jobs", type=_int_at_least(1), default=os.cpu_count() or 1, metavar="N",
+                       help="processes that count FLOPs/params of count-only points in parallel; points that time the model run one at a time (default: the CPU count)")
     sweep.add_argument("--isolate", action="store_true", help="measure each point in its own process (a crash or hang loses only that point)")
     sweep.add_argument("--timeout", type=_positive_float, metavar="S", help="per-point time limit in seconds (status timeout); implies --isolate")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -219,7 +222,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print(f"resuming {csv_path}: {resumed} points already measured are skipped")
     start = time.perf_counter()
     try:
-        counts = sweep.run_sweep(points, csv_path, isolate=isolate, timeout=args.timeout, progress=not args.no_progress)
+        counts = sweep.run_sweep(points, csv_path, isolate=isolate, timeout=args.timeout, progress=not args.no_progress,
+                                 workers=args.jobs)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the rows measured so far are in {csv_path}; run the same command again to resume", file=sys.stderr)
         return 130

@@ -10,13 +10,11 @@ reported in `FlopCount.unsupported`; a skipped custom op is an error, never a si
 from __future__ import annotations
 
 import gc
-import multiprocessing
-import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from math import prod
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +28,7 @@ from bench.analytic import analytic_flops
 from kernels.conv import depthwise_conv_flops
 from kernels.selective_scan import selective_scan_flops
 from kernels.ttt import ttt_linear_flops
-from vittt import create_model, get_config
+from vittt import create_model
 
 CUSTOM_NAMESPACE = "vittt_bench::"
 
@@ -158,17 +156,15 @@ def _format_unsupported(unsupported: dict[str, int]) -> str:
     return ";".join(f"{op}:{n}" for op, n in sorted(unsupported.items()))
 
 
-def count_point(name: str, img_size: int, **overrides) -> dict:
-    """The FLOP-related CSV fields of one (model, resolution) point; the model is built on meta."""
-    cfg = get_config(name, img_size, **overrides)
-    with torch.device("meta"):
-        model = create_model(name, img_size, **overrides)
-    counted = count_flops(model, img_size)
+def count_model(model: nn.Module) -> dict:
+    """The FLOP-related CSV fields of a model built (on meta) by `vittt.create_model`."""
+    cfg = model.cfg
+    counted = count_flops(model, cfg.img_size)
     analytic = int(analytic_flops(cfg))
     return {
-        "model": name,
+        "model": cfg.name,
         "family": cfg.family,
-        "resolution": img_size,
+        "resolution": cfg.img_size,
         "tokens": cfg.num_patches,
         "params": sum(p.numel() for p in model.parameters()),
         "flops": counted.total,
@@ -178,19 +174,7 @@ def count_point(name: str, img_size: int, **overrides) -> dict:
     }
 
 
-def count_points(names: Sequence[str], resolutions: Sequence[int], workers: int | None = None) -> list[dict]:
-    """`count_point` for every name x resolution (name-major order), spread over `workers` processes.
-
-    Tracing is single-threaded Python (about a second a point for Vittt and Vim), so a sweep
-    scales with processes only. workers: default the CPU count; 1 counts in this process.
-    Workers are forked (cheap; they only touch meta tensors), or spawned once this process has
-    initialised CUDA, which does not survive a fork (a spawning script needs the usual
-    `if __name__ == "__main__":` guard).
-    """
-    points = [(name, res) for name in names for res in resolutions]
-    workers = min(workers or os.cpu_count() or 1, len(points))
-    if workers <= 1:
-        return [count_point(name, res) for name, res in points]
-    start = "spawn" if torch.cuda.is_initialized() else "fork"
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start)) as pool:
-        return list(pool.map(count_point, *zip(*points)))
+def count_point(name: str, img_size: int, **overrides) -> dict:
+    """`count_model` of a model built on meta for one (model, resolution) point."""
+    with torch.device("meta"):
+        return count_model(create_model(name, img_size, **overrides))

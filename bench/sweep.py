@@ -107,12 +107,12 @@ def measure_point(point: Point) -> Iterator[dict]:
     with torch.device("meta"):
         meta_model = vittt.create_model(point.model, img_size=point.resolution)
     yield {"backend": meta_model.kernel_backend(torch.device(point.device)), "params": sum(p.numel() for p in meta_model.parameters())}
-    del meta_model
     if "flops" in point.metrics:
-        from bench.flops import count_point
+        from bench.flops import count_model
 
-        counts = count_point(point.model, point.resolution)
+        counts = count_model(meta_model)
         yield {k: v for k, v in counts.items() if k in COLUMNS and k not in ("model", "family", "resolution")}
+    del meta_model
     if point.skip_speed and any(m in point.metrics for m in SPEED_METRICS):
         yield {"note": f"fps/memory not measured: {point.skip_speed}"}
     elif point.measures_speed:
@@ -302,6 +302,34 @@ def _weight(point: Point) -> float:
     return 1.0 + work / (2_000 if point.device == "cpu" else 200_000)
 
 
+def _measure_all(todo: list[Point], measure: Measure, isolate: bool, timeout: Optional[float], workers: int,
+                 announce: Callable[[Point], None]) -> Iterator[tuple[Point, dict]]:
+    """(point, row fields) as points finish; `announce(point)` names the point being measured. With
+    workers > 1, the points that only count (meta device, no timing) go to a pool of worker processes
+    first: tracing is single-threaded Python and they do not disturb one another. Points that run
+    the model go one at a time after them."""
+    counting = {p for p in todo if not p.measures_speed} if workers > 1 and not isolate else set()
+    if counting:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        torch = sys.modules.get("torch")  # CUDA does not survive a fork
+        start = "spawn" if torch is not None and torch.cuda.is_initialized() else "fork"
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start)) as pool:
+            futures = {pool.submit(measure_in_process, p, measure): p for p in todo if p in counting}
+            for future in as_completed(futures):
+                try:
+                    fields = future.result()
+                except Exception as exc:  # a worker died: that point is an error row, the sweep goes on
+                    fields = {"status": "error", "note": f"{type(exc).__name__}: {_one_line(exc)}"}
+                announce(futures[future])
+                yield futures[future], fields
+    for point in todo:
+        if point not in counting:
+            announce(point)
+            yield point, measure_isolated(point, measure, timeout) if isolate else measure_in_process(point, measure)
+
+
 def run_sweep(
     points: Iterable[Point],
     csv_path: str | Path,
@@ -310,14 +338,16 @@ def run_sweep(
     isolate: bool = False,
     timeout: Optional[float] = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> Counter:
     """Measure every point whose KEY is not yet in `csv_path`, appending its row right away.
-    Returns the count of rows written per status (plus "resumed": points found already done)."""
+    `workers` > 1 counts the count-only points in that many processes (`measure` must then be
+    importable). Returns the count of rows written per status (plus "resumed": points found already done)."""
     from tqdm import tqdm
 
     if timeout is not None and not isolate:
         raise ValueError("a timeout needs isolate=True: only a point in its own process can be stopped")
-    if isolate:
+    if isolate or workers > 1:
         _qualified_name(measure)  # fail before measuring anything
     points = list(points)
     done = csvio.done_keys(csv_path)
@@ -326,9 +356,9 @@ def run_sweep(
     bar = tqdm(total=sum(_weight(p) for p in todo), disable=not progress or not todo, file=sys.stderr, dynamic_ncols=True,
                bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed} elapsed, ~{remaining} left]")
     with bar:
-        for i, point in enumerate(todo, 1):
-            bar.set_description_str(f"[{i}/{len(todo)}] {point.label}")
-            fields = measure_isolated(point, measure, timeout) if isolate else measure_in_process(point, measure)
+        started = iter(range(1, len(todo) + 1))
+        announce = lambda point: bar.set_description_str(f"[{next(started)}/{len(todo)}] {point.label}")
+        for point, fields in _measure_all(todo, measure, isolate, timeout, workers, announce):
             row = {
                 "model": point.model, "family": point.family, "resolution": point.resolution, "tokens": point.tokens,
                 "batch_size": point.batch_size, "device": point.device, "dtype": point.dtype,

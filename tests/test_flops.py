@@ -1,12 +1,15 @@
 """fvcore FLOP counting on meta: custom-op handles equal their formulas, SDPA equals eager attention,
 pinned counts of every registered model, counted vs analytic, and the paper's 1280 px claim."""
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.flops import FLOP_HANDLES, count_flops, count_point, count_points
+from bench.flops import FLOP_HANDLES, count_flops, count_point
 from bench.flops import FlopCountAnalysis  # fvcore's, imported there without its import-time DeprecationWarning
 from bench.schema import DEFAULT_RESOLUTIONS
 from kernels import depthwise_conv, selective_scan, ttt_linear, ttt_linear_bidir
@@ -153,10 +156,17 @@ PAPER_DEIT_GFLOPS = {"deit_t": 1.3, "deit_s": 4.6, "deit_b": 17.6}  # printed to
 TIMM_DEIT_PARAMS = {"deit_t": 5_717_416, "deit_s": 22_050_664, "deit_b": 86_567_656}
 
 
+def count_points(names, resolutions) -> list[dict]:
+    """count_point over names x resolutions, one process per CPU (tracing is single-threaded)."""
+    points = [(name, res) for name in names for res in resolutions]
+    with ProcessPoolExecutor(mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(count_point, *zip(*points)))
+
+
 @pytest.fixture(scope="module")
 def at_224() -> dict[str, dict]:
     names = sorted(PINNED_224)
-    return dict(zip(names, count_points(names, [224])))  # one process per CPU
+    return dict(zip(names, count_points(names, [224])))
 
 
 def test_every_model_is_pinned():
