@@ -60,6 +60,19 @@ def test_failures_become_rows_and_the_sweep_goes_on(tmp_path):
         assert len(f.read().splitlines()) == 5  # one physical line per row
 
 
+def test_count_only_points_in_parallel_workers(tmp_path):
+    """workers > 1: count-only points go to worker processes, failures there are still rows,
+    and points that time the model run afterwards in this process; each point exactly once."""
+    out = tmp_path / "r.csv"
+    counting = [sweep.Point(m, "fake", 224, 196, 1, "fp32", "cpu", metrics=("flops",)) for m in ("a", "bad", "c")]
+    timed = _points("d")
+    counts = sweep.run_sweep(counting + timed, out, measure=fake_measure, progress=False, workers=2)
+    rows = {r["model"]: r for r in _rows(out)}
+    assert len(_rows(out)) == 4 and _rows(out)[-1]["model"] == "d"
+    assert {m: r["status"] for m, r in rows.items()} == {"a": "ok", "bad": "error", "c": "ok", "d": "ok"}
+    assert rows["bad"]["flops"] == "1000" and counts["ok"] == 3
+
+
 def measure_all_ok(point):
     yield {"params": 10, "flops": 1000, "backend": "fake", "fps": 50.0}
 
