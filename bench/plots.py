@@ -14,6 +14,7 @@ from typing import Sequence
 
 import matplotlib
 import pandas as pd
+from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -80,6 +81,15 @@ def _tokens_label(n: float) -> str:
     return f"{int(n)}" if n < 1000 else f"{n / 1000:.1f}k" if n < 10_000 else f"{n / 1000:.0f}k"
 
 
+def _log_y(ax: Axes) -> None:
+    """Log y axis labelled in plain numbers at 1-2-5 steps, so a range under a decade (memory,
+    FPS) still has labelled ticks."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
 def _resolution_axis(ax: Axes, points: pd.DataFrame) -> None:
     """x = resolution (log2 spaced, ticks at the measured ones); token counts as a second line."""
     ticks = points.drop_duplicates("resolution").sort_values("resolution")
@@ -98,7 +108,8 @@ def _legend(fig: Figure, extra: Sequence[Line2D] = ()) -> None:
             entries.setdefault(label, handle)
     for handle in extra:
         entries.setdefault(handle.get_label(), handle)
-    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=len(entries))
+    ncol = min(len(entries), 2 * len(fig.axes))  # wrap the legend under a narrow (one-panel) figure
+    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=ncol)
 
 
 def _empty(ax: Axes, what: str) -> None:
@@ -138,7 +149,7 @@ def plot_flops(df: pd.DataFrame, path: str | Path) -> Path:
                 ax.plot(analytic["resolution"], analytic["flops_analytic"] * 1e-9, color=style["color"], label=style["label"])
                 ax.plot(counted["resolution"], counted["flops"] * 1e-9, color=style["color"], marker=style["marker"],
                         linestyle="none")
-            ax.set_yscale("log")
+            _log_y(ax)
             ax.set_title(f"{SIZE_LABEL[size]} (-{size.upper()})")
             ax.set_ylabel("FLOPs per image (G)")
             _resolution_axis(ax, panel)
@@ -189,7 +200,7 @@ def _grid_panel(ax: Axes, models: pd.DataFrame, column: str, label: str, scale: 
         _empty(ax, label)
         return False
     if has_values:
-        ax.set_yscale("log")
+        _log_y(ax)
     ax.set_ylabel(label)
     _resolution_axis(ax, models)
     return has_oom
