@@ -353,7 +353,8 @@ def run_sweep(
     done = csvio.done_keys(csv_path)
     todo = list({p.key: p for p in points if p.key not in done}.values())
     counts = Counter(resumed=len({p.key for p in points} & done))
-    bar = tqdm(total=sum(_weight(p) for p in todo), disable=not progress or not todo, file=sys.stderr, dynamic_ncols=True,
+    # disable=None: tqdm draws only on a terminal, so logs (CI) get no carriage-return noise
+    bar = tqdm(total=sum(_weight(p) for p in todo), disable=True if not progress or not todo else None, file=sys.stderr, dynamic_ncols=True,
                bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed} elapsed, ~{remaining} left]")
     with bar:
         started = iter(range(1, len(todo) + 1))
