@@ -307,3 +307,10 @@ def test_vim_head_reads_the_middle_class_token():
     torch.testing.assert_close(torch.cat([tokens[:, :12], tokens[:, 13:]], 1), patches)
     assert seen["norm"].shape == (1, 26, 192)
     torch.testing.assert_close(seen["head_in"], seen["norm"][:, 12])
+
+
+def test_input_of_another_size_is_rejected():
+    """A model is built for one resolution: a larger image must not be folded into the batch."""
+    model = create_model("deit_t", 224, depth=1)
+    with pytest.raises(RuntimeError):
+        model(torch.randn(1, 3, 448, 448))

@@ -28,9 +28,9 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         p, g = self.patch_size, self.grid
-        c = x.shape[1]
-        x = x.reshape(-1, c, g, p, g, p)  # [B, C, gh, p, gw, p]
-        x = x.permute(0, 2, 4, 1, 3, 5).reshape(-1, g * g, c * p * p)  # [B, N, C*p*p], (c, ph, pw) order
+        B, c = x.shape[:2]
+        x = x.reshape(B, c, g, p, g, p)  # [B, C, gh, p, gw, p]; an image of another size fails here
+        x = x.permute(0, 2, 4, 1, 3, 5).reshape(B, g * g, c * p * p)  # [B, N, C*p*p], (c, ph, pw) order
         return F.linear(x, self.proj.weight.flatten(1), self.proj.bias)  # [B, N, D]
 
 
