@@ -92,3 +92,21 @@ def test_flops_equal_fvcore(x_shape, kernel, padding):
 def test_bad_arguments_raise(w_shape, padding, match):
     with pytest.raises(ValueError, match=match):
         depthwise_conv(torch.zeros(2, 6, 11), torch.zeros(w_shape), None, padding)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "token_grid"])
+def test_fake_matches_real_op(layout):
+    """torch.library.opcheck: the fake reports the real op's shape, dtype and strides (a channels_last
+    token grid, as Vittt passes it, stays channels_last)."""
+    torch.manual_seed(0)
+    B, C, g = 2, 6, 5
+    if layout == "contiguous":
+        x = torch.randn(B, C, g, g)
+    else:
+        x = torch.randn(B, g * g, C).transpose(1, 2).reshape(B, C, g, g)  # [B,L,D] -> [B,D,h,w] view
+    w, b = torch.randn(C, 1, 3, 3), torch.randn(C)
+    torch.library.opcheck(torch.ops.vittt_bench.depthwise_conv, (x, w, b, [1, 1]),
+                          test_utils=("test_schema", "test_faketensor"))
+    x1 = torch.randn(B, C, 9)
+    torch.library.opcheck(torch.ops.vittt_bench.depthwise_conv, (x1, torch.randn(C, 1, 4), None, [3]),
+                          test_utils=("test_schema", "test_faketensor"))

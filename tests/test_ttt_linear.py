@@ -86,6 +86,16 @@ def test_fake_impl_on_meta():
     assert out2.device.type == "meta" and out2.shape == (2, 4, 2, 196, 8)
 
 
+def test_fakes_match_real_ops_on_strided_inputs():
+    """torch.library.opcheck: the fakes report the real ops' shape, dtype and strides, also for the
+    permuted views the Vittt mixer passes ([n,B,L,H,d] memory seen as [n,B,H,L,d])."""
+    x = make_inputs(B=2, H=3, L=21, d=8, dirs=(2,))
+    x[:3] = [t.permute(0, 1, 3, 2, 4).contiguous().permute(0, 1, 3, 2, 4) for t in x[:3]]  # q, k, v strided
+    checks = ("test_schema", "test_faketensor")
+    torch.library.opcheck(torch.ops.vittt_bench.ttt_linear_bidir, (*x, 16, "torch"), test_utils=checks)
+    torch.library.opcheck(torch.ops.vittt_bench.ttt_linear, (*(t[1] for t in x), 16, True, "torch"), test_utils=checks)
+
+
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_trace_has_one_node_per_call(device):
@@ -205,3 +215,11 @@ def test_auto_dispatches_to_triton_on_cuda():
     args2 = make_inputs(L=196, d=32, dirs=(2,))
     out2 = ttt_linear_bidir(*(x.cuda() for x in args2))
     assert rel_err(out2.cpu(), ttt_linear_bidir(*args2, backend="torch")) < 1e-4
+
+
+def test_auto_picks_triton_only_for_shapes_the_kernel_takes():
+    cuda = torch.device("cuda")  # resolving needs no GPU: it only reads the device type
+    assert resolve_backend("auto", cuda, head_dim=64, mini_batch=16) == "triton"
+    assert resolve_backend("auto", cuda, head_dim=48, mini_batch=16) == "torch"
+    assert resolve_backend("auto", cuda, head_dim=64, mini_batch=8) == "torch"
+    assert resolve_backend("triton", cuda, head_dim=48, mini_batch=8) == "triton"  # asked for: the kernel says why not

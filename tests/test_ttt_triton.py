@@ -75,8 +75,8 @@ def test_strided_inputs_read_in_place():
 
 @pytest.mark.parametrize("change, match", [
     (lambda x: {"mini_batch": 8, "tok": x[4][:8]}, "power of two"),
-    (lambda x: {"tok": x[4][:8]}, "tok: expected shape"),
-    (lambda x: {"lr": x[3][:, :1]}, "lr: expected shape"),
+    (lambda x: {"tok": x[4][:8]}, "tok must have shape"),
+    (lambda x: {"lr": x[3][:, :1]}, "lr must have shape"),
 ], ids=["mini_batch", "tok", "lr"])
 def test_rejects_bad_arguments(change, match):
     x = inputs(16, torch.float32)

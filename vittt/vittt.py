@@ -153,7 +153,7 @@ class Vittt(nn.Module):
 
     def kernel_backend(self, device: torch.device | str) -> str:
         """The TTT kernel the forward runs on `device`."""
-        return resolve_backend(self.cfg.backend, torch.device(device))
+        return resolve_backend(self.cfg.backend, torch.device(device), self.cfg.head_dim, self.cfg.mini_batch)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, 3, img, img] -> [B, num_classes]
         x = self.patch_embed(x) + self.pos_embed  # [B, N, D]

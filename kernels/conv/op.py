@@ -28,7 +28,10 @@ def _depthwise_conv_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], paddin
 
 @_depthwise_conv_op.register_fake
 def _(x, weight, bias, padding):
-    return x.new_empty(_out_shape(x, weight, padding))
+    # F.conv2d keeps a channels_last input channels_last (e.g. Vittt's token grid, a transposed view)
+    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(_out_shape(x, weight, padding), dtype=x.dtype, device=x.device, memory_format=layout)
 
 
 def _check_args(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: Sequence[int]) -> None:

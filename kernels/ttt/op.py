@@ -13,17 +13,38 @@ BACKENDS = ("torch", "triton", "auto")
 _ARGS = ("q", "k", "v", "lr", "tok", "W0", "b0", "ln_w", "ln_b")
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """Map "auto" to "triton" on CUDA and "torch" elsewhere; reject unknown names."""
+TRITON_HEAD_DIMS = (16, 32, 64, 128)
+
+
+def triton_supports(head_dim: int, mini_batch: int) -> bool:
+    """Whether the Triton kernel takes this shape: its tl.dot tiles need a listed head dim and a
+    power-of-two mini-batch of at least 16."""
+    return head_dim in TRITON_HEAD_DIMS and mini_batch >= 16 and not mini_batch & (mini_batch - 1)
+
+
+def resolve_backend(backend: str, device: torch.device, head_dim: int | None = None,
+                    mini_batch: int | None = None) -> str:
+    """Map "auto" to "triton" on CUDA (when the kernel takes head_dim and mini_batch, if given) and
+    to "torch" otherwise; reject unknown names."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown TTT-Linear backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "triton" if torch.device(device).type == "cuda" else "torch"
+        fits = head_dim is None or triton_supports(head_dim, mini_batch or 0)
+        return "triton" if torch.device(device).type == "cuda" and fits else "torch"
     return backend
 
 
+def check_args(args: tuple[Tensor, ...], mini_batch: int, lead: tuple[int, ...] = ()) -> None:
+    """Raise ValueError naming the first argument (in `ttt_linear`'s order) whose shape or device
+    breaks the contract; `lead` = (2,) for the stacked directions of `ttt_linear_bidir`."""
+    prefix = "ttt_linear_bidir: " if lead else ""
+    for name, x in zip(_ARGS, args):
+        if tuple(x.shape[:len(lead)]) != lead:
+            raise ValueError(f"{prefix}{name} needs a leading direction dim of 2, got {tuple(x.shape)}")
+    _check(dict(zip(_ARGS, (x[0] if lead else x for x in args))), mini_batch, prefix)
+
+
 def _check(args: dict[str, Tensor], mini_batch: int, prefix: str = "") -> None:
-    """Raise ValueError naming the first argument whose shape or device breaks the contract."""
     if mini_batch < 1:
         raise ValueError(f"mini_batch must be >= 1, got {mini_batch}")
     q = args["q"]
@@ -43,9 +64,8 @@ def _check(args: dict[str, Tensor], mini_batch: int, prefix: str = "") -> None:
             raise ValueError(f"{prefix}{name} is on {x.device} but q is on {q.device}")
 
 
-def _dispatch(backend: str, q: Tensor, bidir: bool):
-    """The implementation for (backend, single or bidirectional); triton is imported lazily."""
-    backend = resolve_backend(backend, q.device)
+def _dispatch(backend: str, bidir: bool):
+    """The implementation for (a resolved backend, single or bidirectional); triton is imported lazily."""
     if backend == "triton":
         from kernels.ttt import triton_fwd
 
@@ -63,23 +83,23 @@ def _bidir_dual(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Te
 @torch.library.custom_op("vittt_bench::ttt_linear", mutates_args=())
 def _ttt_linear_op(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
                    ln_w: Tensor, ln_b: Tensor, mini_batch: int, reverse: bool, backend: str) -> Tensor:
-    return _dispatch(backend, q, bidir=False)(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch, reverse)
+    return _dispatch(backend, bidir=False)(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch, reverse)
 
 
 @torch.library.custom_op("vittt_bench::ttt_linear_bidir", mutates_args=())
 def _ttt_linear_bidir_op(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
                          ln_w: Tensor, ln_b: Tensor, mini_batch: int, backend: str) -> Tensor:
-    return _dispatch(backend, q, bidir=True)(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch)
+    return _dispatch(backend, bidir=True)(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch)
 
 
 @_ttt_linear_op.register_fake
 def _(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch, reverse, backend):
-    return torch.empty_like(q)
+    return q.new_empty(q.shape)  # contiguous, as both backends return
 
 
 @_ttt_linear_bidir_op.register_fake
 def _(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch, backend):
-    return torch.empty_like(q)
+    return q.new_empty(q.shape)
 
 
 def ttt_linear(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor, ln_w: Tensor,
@@ -88,8 +108,9 @@ def ttt_linear(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Ten
     b0, ln_w, ln_b [H,d] -> [B,H,L,d]. reverse=True scans from the end (flip L, op, flip L)."""
     args = (q, k, v, lr, tok, W0, b0, ln_w, ln_b)
     with shape_checks():
-        _check(dict(zip(_ARGS, args)), mini_batch)
-    return _ttt_linear_op(*args, mini_batch, reverse, resolve_backend(backend, q.device))
+        check_args(args, mini_batch)
+        backend = resolve_backend(backend, q.device, q.shape[-1], mini_batch)
+    return _ttt_linear_op(*args, mini_batch, reverse, backend)
 
 
 def ttt_linear_bidir(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
@@ -99,8 +120,6 @@ def ttt_linear_bidir(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W
     stack(ttt_linear(dir 0), ttt_linear(dir 1, reverse=True))."""
     args = (q, k, v, lr, tok, W0, b0, ln_w, ln_b)
     with shape_checks():
-        for name, x in zip(_ARGS, args):
-            if x.dim() < 1 or x.shape[0] != 2:
-                raise ValueError(f"ttt_linear_bidir: {name} needs a leading direction dim of 2, got {tuple(x.shape)}")
-        _check({name: x[0] for name, x in zip(_ARGS, args)}, mini_batch, prefix="ttt_linear_bidir: ")
-    return _ttt_linear_bidir_op(*args, mini_batch, resolve_backend(backend, q.device))
+        check_args(args, mini_batch, lead=(2,))
+        backend = resolve_backend(backend, q.device, q.shape[-1], mini_batch)
+    return _ttt_linear_bidir_op(*args, mini_batch, backend)

@@ -22,8 +22,9 @@ import triton.language as tl
 from torch import Tensor
 from triton.runtime.jit import JITFunction
 
+from kernels.ttt.op import TRITON_HEAD_DIMS, check_args, triton_supports
+
 EPS = 1e-6
-HEAD_DIMS = (16, 32, 64, 128)
 
 
 @triton.jit
@@ -144,21 +145,13 @@ def _check_device(x: Tensor) -> None:
             "kernel was built for CUDA; set it before the first import of triton to run on the CPU")
 
 
-def _check_args(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
-                ln_w: Tensor, ln_b: Tensor, mini_batch: int, lead: tuple[int, ...]) -> None:
-    """Raise ValueError unless the shapes fit the contract with leading dims `lead` (() or (2,))."""
-    if q.dim() != len(lead) + 4 or tuple(q.shape[:len(lead)]) != lead:
-        raise ValueError(f"q must be [{', '.join(map(str, lead + ('B', 'H', 'L', 'd')))}], got {tuple(q.shape)}")
-    B, H, L, d = q.shape[len(lead):]
-    want = {"q": (B, H, L, d), "k": (B, H, L, d), "v": (B, H, L, d), "lr": (B, H, L), "tok": (mini_batch,),
-            "W0": (H, d, d), "b0": (H, d), "ln_w": (H, d), "ln_b": (H, d)}
-    for (name, shape), x in zip(want.items(), (q, k, v, lr, tok, W0, b0, ln_w, ln_b)):
-        if tuple(x.shape) != lead + shape or x.device != q.device:
-            raise ValueError(f"{name}: expected shape {lead + shape} on {q.device}, got {tuple(x.shape)} on {x.device}")
-    if d not in HEAD_DIMS:
-        raise ValueError(f"head dim {d} not supported by the Triton kernel (one of {HEAD_DIMS})")
-    if mini_batch < 16 or mini_batch & (mini_batch - 1):
-        raise ValueError(f"mini_batch must be a power of two >= 16 (tl.dot tiles), got {mini_batch}")
+def _check_args(args: tuple[Tensor, ...], mini_batch: int, lead: tuple[int, ...]) -> None:
+    """The op contract's checks, plus the shapes this kernel's tiles take."""
+    check_args(args, mini_batch, lead)
+    d = args[0].shape[-1]
+    if not triton_supports(d, mini_batch):
+        raise ValueError(f"the Triton kernel takes head dim in {TRITON_HEAD_DIMS} and mini_batch a power of two >= 16 "
+                         f"(tl.dot tiles), got head dim {d}, mini_batch {mini_batch}")
 
 
 def _launch(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
@@ -189,7 +182,7 @@ def ttt_linear_triton(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, 
     in q's dtype. reverse=True equals flip(L) -> op -> flip(L), read and written by index.
     """
     args = (q, k, v, lr, tok, W0, b0, ln_w, ln_b)
-    _check_args(*args, mini_batch=mini_batch, lead=())
+    _check_args(args, mini_batch, lead=())
     return _launch(*(x.unsqueeze(0) for x in args), mini_batch=mini_batch, rev0=int(reverse))[0]
 
 
@@ -200,5 +193,5 @@ def ttt_linear_bidir_triton(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Te
     Every argument has a leading direction dim 2 (q [2,B,H,L,d], tok [2,mini_batch], W0 [2,H,d,d],
     ...); returns [2,B,H,L,d], both directions in the original token order.
     """
-    _check_args(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch=mini_batch, lead=(2,))
+    _check_args((q, k, v, lr, tok, W0, b0, ln_w, ln_b), mini_batch, lead=(2,))
     return _launch(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch=mini_batch, rev0=0)
