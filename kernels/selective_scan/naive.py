@@ -32,12 +32,13 @@ def selective_scan_ref(
         delta = F.softplus(delta)
     # time-major copies, so that step t reads one contiguous slab
     dt, ut, Bt, Ct = (x.permute(2, 0, 1).contiguous() for x in (delta, u, B, C))  # [L, Bt, E|N]
-    dA = torch.exp(dt[..., None] * A)                                           # [L, Bt, E, N]
-    dBu = (dt * ut)[..., None] * Bt[:, :, None, :]                              # [L, Bt, E, N]
-    h = dA.new_zeros(dA.shape[1:])                                              # [Bt, E, N]
+    dtu = dt * ut                                                               # [L, Bt, E]
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])                         # [Bt, E, N]
     ys = []
-    for t in range(dA.shape[0]):
-        h = torch.addcmul(dBu[t], dA[t], h)                                     # dA_t * h + dBu_t
+    for t in range(dt.shape[0]):  # discretised per step: memory O(Bt E N), not O(L Bt E N)
+        dA = torch.exp(dt[t, :, :, None] * A)                                   # [Bt, E, N]
+        dBu = dtu[t, :, :, None] * Bt[t, :, None, :]                            # [Bt, E, N]
+        h = torch.addcmul(dBu, dA, h)                                           # dA_t * h + dBu_t
         ys.append(torch.matmul(h, Ct[t, :, :, None]))                           # [Bt, E, 1]
     y = torch.cat(ys, dim=2)                                                    # [Bt, E, L]
     if D is not None:
