@@ -157,8 +157,9 @@ def _models(requested: Optional[list[str]]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def default_run_name(device: str, models: Sequence[str]) -> str:
-    """A name that only depends on the device and the models, so the same command resumes."""
+def default_run_name(device: str, models: Sequence[str], metrics: Sequence[str] = METRICS) -> str:
+    """A name that only depends on the device, the models and the metrics, so the same command
+    resumes (and a FLOPs-only run is not taken for a finished full run)."""
     import vittt
 
     if list(models) == list(FIG6_MODELS):
@@ -169,7 +170,8 @@ def default_run_name(device: str, models: Sequence[str]) -> str:
         tag = "-".join(sorted(models))
         if len(tag) > 60:
             tag = f"{len(models)}models-{hashlib.sha1(tag.encode()).hexdigest()[:8]}"
-    return f"{device}-{tag}"
+    only = "" if set(metrics) == set(METRICS) else "-" + "-".join(m for m in METRICS if m in metrics)
+    return f"{device}-{tag}{only}"
 
 
 def plan(args: argparse.Namespace):
@@ -187,7 +189,7 @@ def plan(args: argparse.Namespace):
     given = {name: default if getattr(args, name) is None else getattr(args, name) for name, default in defaults.items()}
     resolutions = list(dict.fromkeys(args.resolutions or DEFAULT_RESOLUTIONS))
     points = sweep.make_points(models, resolutions, dtype=args.dtype, device=device, metrics=args.metrics, **given)
-    run = args.run or default_run_name(device, models)
+    run = args.run or default_run_name(device, models, args.metrics)
     csv_path = Path(args.out) / f"{run}.csv"
     try:
         csvio.check_header(csv_path)

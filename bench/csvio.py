@@ -99,9 +99,27 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
+RETRIED = ("error", "timeout")  # outcomes a resumed sweep measures again; ok, oom and skipped are results
+
+
 def done_keys(path: str | Path) -> set[Key]:
-    """Keys of the points already in the file: what a resumed sweep skips."""
-    return {key_of(r) for r in read_rows(path)}
+    """Keys of the points already in the file with a result: what a resumed sweep skips."""
+    return {key_of(r) for r in read_rows(path) if r["status"] not in RETRIED}
+
+
+def drop_retried(path: str | Path, keys: set[Key]) -> int:
+    """Remove the error/timeout rows of `keys` (about to be measured again), rewriting the file
+    atomically; returns how many rows went."""
+    rows = read_rows(path)
+    keep = [r for r in rows if not (r["status"] in RETRIED and key_of(r) in keys)]
+    if len(keep) < len(rows):
+        tmp = Path(path).with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(keep)
+        os.replace(tmp, path)
+    return len(rows) - len(keep)
 
 
 def read_frame(path: str | Path):

@@ -171,9 +171,14 @@ def measure(shape: Shape, dtype: str, device: str, timer: Callable[[Callable[[],
             ("triton", "bidir_two_launches"): lambda: (ttt_linear_triton(*fwd, mini_batch=mb, reverse=False),
                                                        ttt_linear_triton(*bwd, mini_batch=mb, reverse=True)),
         }
-        err = rel_err(runs["triton", "fwd"](), runs["torch", "fwd"]())
     except torch.cuda.OutOfMemoryError as e:
-        return [{**row, "status": "oom", "note": f"inputs or reference: {str(e).splitlines()[0]}"} for row in rows]
+        torch.cuda.empty_cache()
+        return [{**row, "status": "oom", "note": f"inputs: {str(e).splitlines()[0]}"} for row in rows]
+    try:
+        err = rel_err(runs["triton", "fwd"](), runs["torch", "fwd"]())
+    except torch.cuda.OutOfMemoryError:  # the reference did not fit: the triton rows are still timed
+        err = None
+        torch.cuda.empty_cache()
     times = {}
     for row in rows:
         key = (row["backend"], row["mode"])
@@ -181,6 +186,7 @@ def measure(shape: Shape, dtype: str, device: str, timer: Callable[[Callable[[],
             times[key] = timer(runs[key])
         except torch.cuda.OutOfMemoryError as e:
             row.update(status="oom", note=str(e).splitlines()[0])
+            torch.cuda.empty_cache()
             continue
         row.update(time_ms=times[key], status="ok",
                    **derived(times[key], row["bytes_moved"], row["flops_fvcore"], peak_gbps))

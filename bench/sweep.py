@@ -129,6 +129,7 @@ def measure_speed(point: Point) -> dict[str, Any]:
 
     device = torch.device(point.device)
     on_gpu = device.type == "cuda"
+    _free_memory()  # blocks cached by earlier points would count in this point's reserved and NVML memory
     if point.threads and not on_gpu:
         torch.set_num_threads(point.threads)
     torch.manual_seed(0)
@@ -340,7 +341,8 @@ def run_sweep(
     progress: bool = True,
     workers: int = 1,
 ) -> Counter:
-    """Measure every point whose KEY is not yet in `csv_path`, appending its row right away.
+    """Measure every point whose KEY has no result yet in `csv_path` (error/timeout rows are measured
+    again and replaced), appending its row right away.
     `workers` > 1 counts the count-only points in that many processes (`measure` must then be
     importable). Returns the count of rows written per status (plus "resumed": points found already done)."""
     from tqdm import tqdm
@@ -352,6 +354,7 @@ def run_sweep(
     points = list(points)
     done = csvio.done_keys(csv_path)
     todo = list({p.key: p for p in points if p.key not in done}.values())
+    csvio.drop_retried(csv_path, {p.key for p in todo})  # an error/timeout row is replaced by the new result
     counts = Counter(resumed=len({p.key for p in points} & done))
     # disable=None: tqdm draws only on a terminal, so logs (CI) get no carriage-return noise
     bar = tqdm(total=sum(_weight(p) for p in todo), disable=True if not progress or not todo else None, file=sys.stderr, dynamic_ncols=True,

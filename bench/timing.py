@@ -20,7 +20,7 @@ Elapsed = Callable[[Callable[[], object]], float]
 @dataclass(frozen=True)
 class Throughput:
     fps: float  # median images/s over the timed repeats
-    fps_spread: float  # (max - min) / median of the per-repeat FPS
+    fps_spread: float | None  # (max - min) / median of the per-repeat FPS; None from a single repeat
     latency_ms: float  # median time of one batch
     repeats: int
 
@@ -34,7 +34,8 @@ def summarize(batch_size: int, seconds: list[float]) -> Throughput:
         raise ValueError(f"need positive repeat times, got {seconds}")
     fps = [batch_size / s for s in seconds]
     median = statistics.median(fps)
-    return Throughput(median, (max(fps) - min(fps)) / median, 1e3 * statistics.median(seconds), len(seconds))
+    spread = (max(fps) - min(fps)) / median if len(fps) > 1 else None  # one repeat measures no spread
+    return Throughput(median, spread, 1e3 * statistics.median(seconds), len(seconds))
 
 
 def host_elapsed(fn: Callable[[], object], synchronize: Callable[[], None] = lambda: None) -> float:

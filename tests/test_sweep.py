@@ -201,3 +201,24 @@ def test_environment_columns_and_fallbacks_without_a_gpu():
     if not torch.cuda.is_available():
         assert env.resolve_device("auto") == "cpu"
         assert memory.nvml_reader(0) is None  # no driver: the NVML column stays empty, nothing raises
+
+
+def measure_fails_once(point):
+    """An error the first time a point is seen in this process, a result after that."""
+    if point.model not in _SEEN:
+        _SEEN.add(point.model)
+        raise RuntimeError("transient failure")
+    yield {"params": 10, "flops": 1000, "backend": "fake"}
+
+
+_SEEN: set = set()
+
+
+def test_resume_measures_error_rows_again_and_replaces_them(tmp_path):
+    out = tmp_path / "r.csv"
+    points = _points("a", "b")
+    sweep.run_sweep(points, out, measure=measure_fails_once, progress=False)
+    assert [r["status"] for r in _rows(out)] == ["error", "error"]
+    counts = sweep.run_sweep(points, out, measure=measure_fails_once, progress=False)
+    assert [(r["model"], r["status"]) for r in _rows(out)] == [("a", "ok"), ("b", "ok")]
+    assert counts["ok"] == 2 and counts["resumed"] == 0
