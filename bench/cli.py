@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
-from bench import timing
+from bench import env, timing
 from bench.schema import DEFAULT_RESOLUTIONS
 from bench.sweep import METRICS
 
@@ -110,7 +110,7 @@ def build_parser() -> OneLineParser:
                        help=f"images per forward (default: {GPU_DEFAULTS['batch_size']} on a GPU, {CPU_DEFAULTS['batch_size']} on the CPU)")
     sweep.add_argument("--dtype", choices=timing.DTYPES, default="fp32",
                        help="fp32, or autocast to fp16/bf16 (weights stay fp32); fp16 is refused on the CPU (default: fp32)")
-    sweep.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available, else cpu")
+    sweep.add_argument("--device", choices=env.DEVICES, default="auto", help="auto = cuda if available, else cpu")
     sweep.add_argument("--repeats", type=_int_at_least(1), metavar="N", help=f"timed repeats per point (default: {GPU_DEFAULTS['repeats']} GPU, {CPU_DEFAULTS['repeats']} CPU)")
     sweep.add_argument("--warmup", type=_int_at_least(0), metavar="N", help=f"untimed forward passes first (default: {GPU_DEFAULTS['warmup']} GPU, {CPU_DEFAULTS['warmup']} CPU)")
     sweep.add_argument("--speed-max-res", type=_int_at_least(1), metavar="PX",
@@ -176,7 +176,7 @@ def default_run_name(device: str, models: Sequence[str], metrics: Sequence[str] 
 
 def plan(args: argparse.Namespace):
     """Validate the sweep arguments and build its points; raises UsageError, writes nothing."""
-    from bench import csvio, env, sweep
+    from bench import csvio, sweep
 
     models = _models(args.models)
     try:

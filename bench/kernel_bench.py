@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from bench.timing import DTYPES, torch_dtype
 from kernels.ttt.flops import ttt_linear_flops
 
 PATCH = 16
@@ -36,7 +37,6 @@ RESOLUTIONS = (224, 384, 512, 768, 1024, 1280, 1536, 2048)
 SIZES = {"T": 3, "S": 6, "B": 12}  # Vittt size -> heads of dim 64
 QUICK_RESOLUTIONS = (224, 1024)
 QUICK_SIZES = ("T", "B")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # Peak DRAM bandwidth in GB/s by GPU model: (name fragments that must all appear, that must not), GB/s.
 PEAK_BANDWIDTH_GBPS = (
@@ -155,7 +155,7 @@ def measure(shape: Shape, dtype: str, device: str, timer: Callable[[Callable[[],
     from kernels.ttt.triton_fwd import ttt_linear_bidir_triton, ttt_linear_triton
 
     B, H, L, d, mb = shape.batch, shape.heads, shape.tokens, shape.head_dim, shape.mini_batch
-    dt = DTYPES[dtype]
+    dt = torch_dtype(dtype)
     flops = ttt_linear_flops(B, H, L, d, mb)
     rows = [{"size": shape.size, "resolution": shape.resolution, "tokens": L, "batch_size": B, "heads": H,
              "head_dim": d, "mini_batch": mb, "dtype": dtype, "backend": backend, "mode": mode, "directions": n,
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.kernel_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results/kernel_bench.csv"))
     parser.add_argument("--quick", action="store_true", help=f"only {QUICK_RESOLUTIONS} px and sizes {QUICK_SIZES}")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="bf16")
+    parser.add_argument("--dtype", choices=DTYPES, default="bf16")
     parser.add_argument("--batch", type=int, default=BATCH)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():

@@ -21,7 +21,5 @@ COLUMNS = (
     "gpu_name", "driver", "cuda", "torch", "triton", "mamba_ssm", "git_commit", "timestamp",
 )
 
-STATUSES = ("ok", "oom", "error", "timeout", "skipped")
-
 # The default sweep: the paper's Fig. 6 range (224 -> 1280) and beyond.
 DEFAULT_RESOLUTIONS = (224, 384, 512, 640, 768, 1024, 1280, 1536, 2048)

@@ -113,7 +113,7 @@ def measure_point(point: Point) -> Iterator[dict]:
         counts = count_model(meta_model)
         yield {k: v for k, v in counts.items() if k in COLUMNS and k not in ("model", "family", "resolution")}
     del meta_model
-    if point.skip_speed and any(m in point.metrics for m in SPEED_METRICS):
+    if point.skip_speed:  # make_points sets it only when fps/memory were asked for
         yield {"note": f"fps/memory not measured: {point.skip_speed}"}
     elif point.measures_speed:
         yield measure_speed(point)
