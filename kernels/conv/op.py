@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kernels._checks import shape_checks
+from kernels._memory import TRACE, declare_memory
 
 
 def _out_shape(x: Tensor, weight: Tensor, padding: Sequence[int]) -> list[int]:
@@ -32,6 +33,11 @@ def _(x, weight, bias, padding):
     channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     return torch.empty(_out_shape(x, weight, padding), dtype=x.dtype, device=x.device, memory_format=layout)
+
+
+# Memory: the body is one F.conv1d/F.conv2d, traced as is; what the convolution backend copies is
+# modelled per device with the other aten ops (bench.memrules).
+declare_memory("vittt_bench::depthwise_conv", backend_arg=None, aten=TRACE)
 
 
 def _check_args(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: Sequence[int]) -> None:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from kernels._checks import shape_checks
+from kernels._memory import TRACE, Buffer, OpMemory, copy_if_needed, declare_memory, output_only
 from kernels.selective_scan.mamba import INSTALL_HINT, mamba_available, selective_scan_mamba, unavailable_reason
 from kernels.selective_scan.naive import selective_scan_ref
 
@@ -43,6 +44,28 @@ def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
 @_selective_scan_op.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
     return u.new_empty(u.shape)
+
+
+def _mamba_ssm_memory(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                      z: Optional[Tensor], delta_bias: Optional[Tensor], **_) -> OpMemory:
+    """`selective_scan_mamba`: its inputs cast and made contiguous (`_prep`), then the kernel's
+    out_z (the returned tensor, with z), out, and chunk states x [Bt, E, ceil(L/2048), 2N] float32."""
+    act, f32 = u.dtype, torch.float32
+    prepped = (("u", u, act), ("delta", delta, act), ("A", A, f32), ("B", B, act), ("C", C, act),
+               ("D", D, f32), ("z", z, act), ("delta_bias", delta_bias, f32))
+    copies = tuple(b for name, x, dtype in prepped for b in copy_if_needed(name, x, dtype))
+    n_batch, n_chan, length = u.shape
+    states = Buffer("chunk states x", (n_batch, n_chan, -(-length // 2048), 2 * A.shape[1]), f32)
+    if z is None:
+        return OpMemory(before=copies, after=(states,))
+    return OpMemory(before=copies, after=(Buffer("out (ungated)", (n_batch, n_chan, length), act), states))
+
+
+# Memory per backend: "torch" is the reference in plain PyTorch (traced); "triton" (the Triton scan)
+# allocates only its output. A GPU machine runs mamba-ssm when it is installed, so predictions for
+# CUDA assume it.
+declare_memory("vittt_bench::selective_scan", gpu_backend="mamba_ssm", torch=TRACE, mamba_ssm=_mamba_ssm_memory,
+               triton=output_only)
 
 
 def _check_args(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from kernels._checks import shape_checks
+from kernels._memory import TRACE, OpMemory, copy_if_needed, declare_memory
 from kernels.ttt.dual import ttt_linear_dual
 
 BACKENDS = ("torch", "triton", "auto")
@@ -100,6 +101,20 @@ def _(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch, reverse, backend):
 @_ttt_linear_bidir_op.register_fake
 def _(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch, backend):
     return q.new_empty(q.shape)
+
+
+def _triton_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
+                   ln_w: Tensor, ln_b: Tensor, **_) -> OpMemory:
+    """The Triton launcher copies a q, k or v whose head dim is not unit-stride and a state argument
+    that is not contiguous; the kernel itself allocates only its output (lr is read in place)."""
+    qkv = (b for name, x in zip("qkv", (q, k, v)) for b in copy_if_needed(name, x, unit_last_stride=True))
+    state = (b for name, x in zip(_ARGS[4:], (tok, W0, b0, ln_w, ln_b)) for b in copy_if_needed(name, x))
+    return OpMemory(before=(*qkv, *state))
+
+
+# Memory per backend: "torch" is the dual form in plain PyTorch (traced), "triton" as above.
+declare_memory("vittt_bench::ttt_linear", torch=TRACE, triton=_triton_memory)
+declare_memory("vittt_bench::ttt_linear_bidir", torch=TRACE, triton=_triton_memory)
 
 
 def ttt_linear(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor, ln_w: Tensor,
