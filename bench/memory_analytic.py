@@ -88,7 +88,8 @@ def vittt_memory_terms(cfg: ModelConfig, batch: int, dtype: str) -> dict[str, in
     """Vittt (every design step on), from the second block on. Live in the mixer: the embedding and
     the block input, LN1 (fp32), the conv2d output, v, the conv1d'd q and k (both directions
     stacked, [B,N,2D]) and the learning rates [B,N,2H]. Moments:
-      ttt: + the TTT kernel's input copies and its output [2,B,H,N,d];
+      ttt: + the per-position step scales (1/i and tok [2, b]), the TTT kernel's input copies and
+        its output [2,B,H,N,d];
       post_norm: + the heads-merged output (a reshape copy), the running sum of the per-direction
         post-norms and the second post-norm (fp32), with its float32 input cast and mean/rstd
         under autocast, or the next sum in float32.
@@ -101,7 +102,8 @@ def vittt_memory_terms(cfg: ModelConfig, batch: int, dtype: str) -> dict[str, in
              "q": s * 2 * x, "k": s * 2 * x, "lr": s * B * N * 2 * H}
     half = s != F32
     moments = {
-        "ttt": {**mixer, "kernel_copies": TTT_QK_COPIES * s * 2 * x, "ttt_out": s * 2 * x},
+        "ttt": {**mixer, "token_scales": F32 * 3 * cfg.mini_batch, "kernel_copies": TTT_QK_COPIES * s * 2 * x,
+                "ttt_out": s * 2 * x},
         "post_norm": {**mixer, "heads_merged": s * 2 * x, "norm_sum": F32 * x, "post_norm": F32 * x,
                       **({"cast": F32 * x, "mean_rstd": 2 * F32 * B * N} if half else {"next_sum": F32 * x})},
     }

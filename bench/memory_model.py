@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from bench import memrules
+from kernels import _memory
 from bench.allocator import CachingAllocator, ExactAllocator, OutOfMemory
 from bench.gpu_profiles import GpuProfile, get_profile
 from bench.memtrace import Alloc, Trace, TraceError, trace_forward
@@ -83,7 +84,7 @@ class Prediction:
 
 # ---- inputs ------------------------------------------------------------------------------------
 
-def _factory(model: ModelSpec, img_size: int) -> tuple[Callable[[], nn.Module], str]:
+def model_factory(model: ModelSpec, img_size: int) -> tuple[Callable[[], nn.Module], str]:
     if isinstance(model, str):
         import vittt
 
@@ -94,7 +95,7 @@ def _factory(model: ModelSpec, img_size: int) -> tuple[Callable[[], nn.Module], 
     raise TypeError(f"model must be a registered name or a zero-argument callable returning an nn.Module, got {model!r}")
 
 
-def _dtype(dtype: Union[str, torch.dtype]) -> tuple[torch.dtype, str]:
+def parse_dtype(dtype: Union[str, torch.dtype]) -> tuple[torch.dtype, str]:
     if isinstance(dtype, torch.dtype):
         names = {v: k for k, v in DTYPES.items()}
         if dtype not in names:
@@ -103,6 +104,17 @@ def _dtype(dtype: Union[str, torch.dtype]) -> tuple[torch.dtype, str]:
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
     return DTYPES[dtype], dtype
+
+
+def _check_backends(backends: Optional[dict[str, str]]) -> None:
+    """Each override names a custom op (without namespace) and one of the backends it declares."""
+    models = {name.split("::")[-1]: model for name, model in _memory.declared().items()}
+    for op, backend in (backends or {}).items():
+        if op not in models:
+            raise ValueError(f"backends: no custom op {op!r} declares a memory model; declared: {', '.join(sorted(models))}")
+        if backend not in models[op].backends:
+            raise ValueError(f"backends: {op} declares no memory model for backend {backend!r} "
+                             f"(declared: {', '.join(models[op].backends)})")
 
 
 # ---- replaying a trace through an allocator ----------------------------------------------------
@@ -182,10 +194,11 @@ def _composition(at_peak: list[tuple[Optional[Alloc], int]], workspace: int) -> 
 def trace_model(model: ModelSpec, img_size: int, batch: int, dtype: Union[str, torch.dtype] = "fp32",
                 device_type: str = "cuda", backends: Optional[dict[str, str]] = None) -> Trace:
     """The forward's allocation trace on `device_type` (see bench.memtrace)."""
-    factory, label = _factory(model, img_size)
-    torch_dtype, _ = _dtype(dtype)
+    factory, label = model_factory(model, img_size)
+    torch_dtype, _ = parse_dtype(dtype)
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    _check_backends(backends)
     return trace_forward(factory, img_size, batch, torch_dtype, device_type, memrules.rules_for(device_type),
                          backends, label)
 
@@ -216,18 +229,18 @@ def predict_peak(model: ModelSpec, img_size: int, batch: int, dtype: Union[str, 
     ("fp32", "fp16", "bf16") on the GPU profile `gpu`. `backends` overrides the backend assumed for
     a custom op, by op name (e.g. {"selective_scan": "triton"}); the prediction says which it used."""
     profile = get_profile(gpu)
-    _, dtype_name = _dtype(dtype)
+    _, dtype_name = parse_dtype(dtype)
     trace = trace_model(model, img_size, batch, dtype, "cuda", backends)
-    return _predict(trace, _factory(model, img_size)[1], img_size, batch, dtype_name, profile, warmup, repeats)
+    return _predict(trace, model_factory(model, img_size)[1], img_size, batch, dtype_name, profile, warmup, repeats)
 
 
 def predict_cpu_peak(model: ModelSpec, img_size: int, batch: int, dtype: Union[str, torch.dtype] = "fp32", *,
                      warmup: int = 1, repeats: int = 1) -> Prediction:
     """The same prediction for a forward on the CPU: CPU dispatch choices, the custom ops' CPU
     backends, every request counted exactly (what torch.profiler's memory timeline sees)."""
-    _, dtype_name = _dtype(dtype)
+    _, dtype_name = parse_dtype(dtype)
     trace = trace_model(model, img_size, batch, dtype, "cpu")
-    return _predict(trace, _factory(model, img_size)[1], img_size, batch, dtype_name, None, warmup, repeats)
+    return _predict(trace, model_factory(model, img_size)[1], img_size, batch, dtype_name, None, warmup, repeats)
 
 
 def prediction_fields(model: ModelSpec, resolution: int, batch: int, dtype: str = "fp32", gpu: str = "h100", *,

@@ -42,7 +42,7 @@ def linear(rec, func, input: Tensor, weight: Tensor, bias: Optional[Tensor] = No
     """aten::linear as its composite runs outside a dispatch mode: addmm for 2D input with a bias,
     addmm on the flattened input for a contiguous input with a 1D bias, else matmul and bias added
     in place."""
-    with rec:
+    with rec.inner():
         if bias is not None and input.dim() == 2:
             return torch.addmm(bias, input, weight.t())
         if bias is not None and bias.squeeze().dim() == 1 and bias.is_contiguous() and input.is_contiguous():

@@ -19,6 +19,7 @@ would allocate differently from the real one, the recorder steps in:
 """
 from __future__ import annotations
 
+import functools
 import operator
 import weakref
 from contextlib import contextmanager
@@ -197,6 +198,7 @@ class _Recorder(TorchDispatchMode):
         self.events: list[tuple[int, bool]] = []
         self.scope: list[str] = [""]
         self.first_gemm: Optional[int] = None
+        self.depth = 0  # > 0 while ops issued from inside the handler run
         self.backends: dict[str, str] = {}
         self._composite: dict[Any, bool] = {}
 
@@ -224,6 +226,16 @@ class _Recorder(TorchDispatchMode):
         self.record(t, op, what)
         return t
 
+    @contextmanager
+    def inner(self) -> Iterator[None]:
+        """Run ops from inside the handler (a decomposition, a rule, an op body) through the recorder."""
+        self.depth += 1
+        try:
+            with self:
+                yield
+        finally:
+            self.depth -= 1
+
     # -- dispatch
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -233,13 +245,32 @@ class _Recorder(TorchDispatchMode):
         if rule is not None:
             return rule(self, func, *args, **kwargs)
         if self._is_composite(func):  # the C++ composite, as eager runs it (not a Python decomposition)
-            with self:
+            with self.inner():
                 return func._op_dk(_COMPOSITE, *args, **kwargs)
+        casts = self._cpu_input_casts(func, args) if self.device_type == "cpu" else None
         out = func(*args, **kwargs)
+        if self.depth and func.is_view and isinstance(out, Tensor) and getattr(args[0], "requires_grad", False):
+            # A real view of a tensor that requires grad does too, also under inference_mode (and
+            # composites read it: matmul folds with a copy then). Ops issued inside this handler
+            # (decompositions, rules, op bodies) skip the view-tracking key, so set it here.
+            out.requires_grad_(True)
         self.record(out, str(func.overloadpacket))
+        del casts  # the kernel's temporaries go once its output exists
         if self.first_gemm is None and func.overloadpacket in _GEMMS:
             self.first_gemm = len(self.events)
         return out
+
+    def _cpu_input_casts(self, func, args) -> Optional[list[Tensor]]:
+        """The CPU build's TensorIterator casts floating inputs of a pointwise op that differ from
+        their common dtype into temporaries (CUDA kernels cast as they read): allocate them."""
+        if torch.Tag.pointwise not in func.tags:
+            return None
+        inputs = [t for t in tree_leaves(args) if isinstance(t, Tensor) and t.dim() > 0 and t.is_floating_point()]
+        if len({t.dtype for t in inputs}) < 2:
+            return None
+        common = functools.reduce(torch.promote_types, (t.dtype for t in inputs))
+        return [self.empty(tuple(t.shape), common, str(func.overloadpacket), "input cast (CPU)", t.device)
+                for t in inputs if t.dtype != common]
 
     def _is_composite(self, func) -> bool:
         if func not in self._composite:
@@ -266,7 +297,7 @@ class _Recorder(TorchDispatchMode):
             bound[model.backend_arg] = backend
         call = [bound[n] for n in names]
         if declared == _memory.TRACE:  # plain PyTorch ops: run the op's own body and record them
-            with self, self._body_autocast(name):
+            with self.inner(), self._body_autocast(name):
                 return func._op_dk(torch._C.DispatchKey.CompositeExplicitAutograd, *call)
         memory = declared(**bound)
         device = next(t.device for t in tree_leaves(call) if isinstance(t, Tensor))

@@ -84,6 +84,11 @@ def memory_model(op: str) -> MemoryModel:
                           f"fake), so its device memory cannot be predicted") from None
 
 
+def declared() -> dict[str, MemoryModel]:
+    """Every declared model, by op name."""
+    return dict(_MODELS)
+
+
 def output_only(**_: object) -> OpMemory:
     """A kernel that allocates nothing but the tensor it returns."""
     return OpMemory()

@@ -1,0 +1,103 @@
+"""The tracer against measurements: on this machine, a real CPU forward measured by torch.profiler's
+memory timeline (bench/memory_check.py); on a GPU, torch.cuda.max_memory_allocated."""
+import pytest
+import torch
+from torch import nn
+
+import vittt
+from bench.memory_check import check_cpu
+from bench.memory_model import predict_peak, trace_model
+
+TOLERANCE = 0.02  # the required agreement of the forward peak
+
+
+def _small(name: str, depth: int, img_size: int = 224):
+    """`name` with fewer layers: the peak's structure is the same, the CPU scan/TTT references fast."""
+    return lambda: vittt.create_model(name, img_size=img_size, depth=depth)
+
+
+@pytest.mark.parametrize("model, img_size, batch, dtype", [
+    (_small("deit_t", 2), 224, 2, "fp32"), (_small("deit_t_sdpa", 2), 224, 2, "fp32"),
+    (_small("vittt_t", 2, 64), 64, 2, "fp32"), (_small("vim_t", 2, 64), 64, 2, "fp32"),
+    (_small("vittt_t", 1, 64), 64, 8, "bf16"),
+], ids=["deit_t", "deit_t_sdpa", "vittt_t", "vim_t", "vittt_t-bf16"])
+def test_cpu_forward_peak_matches_the_profiler(model, img_size, batch, dtype):
+    """One or two blocks each (the CPU references of TTT and of the scan run op by op: vittt_t and
+    vim_t at 64 px keep this quick; `python -m bench.memory_check` checks the full models at 224 px).
+    The CPU's oneDNN bf16 GEMMs take scratch buffers, which are not modelled: DeiT's bf16 peak falls
+    on one, and at batch 2 so would vittt_t's here (the patch embedding's)."""
+    c = check_cpu(model, img_size, batch, dtype)
+    assert c.preexisting_predicted == c.preexisting_measured  # weights and input
+    assert abs(c.error) <= TOLERANCE, f"{c.model}: predicted {c.predicted} B, measured {c.measured} B"
+
+
+def test_autocast_in_custom_op_bodies_as_a_real_call():
+    """Under autocast a custom op without an autocast kernel of its own runs its body with autocast
+    on (the convolutions inside compute in bf16): the traced outputs have the real run's dtypes."""
+    factory = _small("vittt_t", 1, 64)
+    real: dict[str, torch.dtype] = {}
+
+    def keep_dtype(name: str):
+        def hook(module, args, out) -> None:
+            real[name] = out.dtype
+        return hook
+
+    net = factory().eval()
+    for name, module in net.named_modules():
+        if name.endswith(("conv2d", "conv_q", "conv_k")):
+            module.register_forward_hook(keep_dtype(name))
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        net(torch.randn(2, 3, 64, 64))
+    trace = trace_model(factory, 64, 2, "bf16", "cpu")
+    traced = {a.module: a.dtype for a in trace.allocs if a.op == "convolution"}
+    assert set(real) == set(traced) and real == traced
+
+
+class Mixed(nn.Module):
+    """bf16 + fp32: the CPU casts the bf16 operand into a float32 temporary first (CUDA does not)."""
+
+    def forward(self, x):
+        return x.to(torch.bfloat16) * 2 + x
+
+
+def test_cpu_casts_mixed_dtype_inputs():
+    assert check_cpu(Mixed, 32, 4).error == 0
+    cuda = trace_model(Mixed, 32, 4, "fp32", "cuda")
+    assert not any(a.what == "input cast (CPU)" for a in cuda.allocs)
+
+
+class StridedLinear(nn.Module):
+    """A Linear with a bias on a non-contiguous input: matmul, then the bias added in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(96, 128)
+
+    def forward(self, x):  # [B, 3, 32, 32]
+        return self.fc(x.reshape(x.shape[0], 96, 32).transpose(1, 2))
+
+
+def test_linear_adds_its_bias_in_place_as_a_real_run_does():
+    c = check_cpu(StridedLinear, 32, 4)
+    assert c.predicted == c.measured
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("img_size", [224, 1024])
+@pytest.mark.parametrize("name", ["deit_t", "deit_t_sdpa", "vittt_t", "vim_t"])
+def test_gpu_prediction_matches_max_memory_allocated(name, img_size):
+    """The sweep's own measurement against the prediction for this GPU's profile."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from bench.gpu_profiles import PROFILES
+    from bench.sweep import Point, measure_speed
+
+    gpu = torch.cuda.get_device_name().lower()
+    profile = next((p for p in PROFILES if p.split("_")[0] in gpu.replace(" ", "")), None)
+    if profile is None:
+        pytest.skip(f"no GPU profile for {gpu}")
+    cfg = vittt.get_config(name, img_size=img_size)
+    point = Point(name, cfg.family, img_size, cfg.num_patches, 64, "fp32", "cuda", ("memory",), repeats=3, warmup=2)
+    measured = measure_speed(point)["peak_mem_mib"] * 2**20
+    predicted = predict_peak(name, img_size, 64, "fp32", profile, warmup=2, repeats=3).allocated
+    assert abs(predicted - measured) <= max(2 * 2**20, 0.01 * measured), f"{name}@{img_size}: {predicted} vs {measured}"
