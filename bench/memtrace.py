@@ -7,15 +7,19 @@ with `_Recorder`, a TorchDispatchMode that sees every op: a new storage among an
 allocation, and a weakref finaliser on it marks the free when its last reference goes, as it would
 in the real run (so lifetimes follow this interpreter's reference counting). Where a plain fake run
 would allocate differently from the real one, the recorder steps in:
-- composite ops (linear, layer_norm, matmul, ...) arrive whole under inference_mode: they are
-  decomposed, so their temporaries show;
-- ops whose kernel the target device picks differently follow `bench.memrules`;
+- composite ops (linear, layer_norm, matmul, ...) arrive whole under inference_mode: their C++
+  composite runs through the recorder, so their temporaries show;
+- ops whose kernel the target device picks differently follow `bench.memrules`; on the CPU, a
+  pointwise op's floating inputs of another dtype are cast into temporaries first (TensorIterator);
 - custom ops allocate what their declared memory model says (kernels._memory), per backend;
+- ops issued inside the handler skip the view-tracking key, so a view of a tensor that requires
+  grad (a weight's `.t()`) is marked as requiring grad, as in a real run (matmul reads it);
 - `Tensor.__getitem__` and `.contiguous()` open a device guard, which fails for CUDA on a CPU-only
   build: they run as the select/slice/clone ops they amount to;
 - autocast is switched on by setting its state (torch.autocast turns itself off without CUDA; the
-  CUDA casting rules exist in every build), cache included: weights cast in the first forward
-  stay cached until autocast exits, and the trace reports them as `kept`.
+  CUDA casting rules exist in every build). Its weight cache is unused under inference_mode
+  (weights are cast in every forward); anything a forward leaves alive (such a cache outside
+  inference_mode) is reported as `kept`.
 """
 from __future__ import annotations
 
@@ -125,10 +129,13 @@ def fake_model(factory: Callable[[], nn.Module], device: str, fake_mode: FakeTen
 # ---- what the forward runs instead of a device-guarded Python method ---------------------------
 
 def _getitem(t: Tensor, index: Any) -> Tensor:
-    """Basic indexing (ints, slices, None, Ellipsis) as the select/slice/unsqueeze views it is."""
+    """Indexing as the aten ops it amounts to: basic indexing (ints, slices, None, Ellipsis) as
+    select/slice/unsqueeze views; tensor indices mixed only with full slices as aten.index."""
     index = index if isinstance(index, tuple) else (index,)
-    if any(isinstance(i, (Tensor, list, bool)) for i in index):
-        raise TraceError("advanced (tensor or list) indexing is not supported by the memory tracer")
+    if any(isinstance(i, (Tensor, list)) for i in index):
+        return _advanced(t, index)
+    if any(isinstance(i, bool) for i in index):
+        raise TraceError("indexing with a bool is not supported by the memory tracer")
     explicit = sum(1 for i in index if i is not None and i is not Ellipsis)
     out, dim = t, 0
     for i in index:
@@ -143,6 +150,19 @@ def _getitem(t: Tensor, index: Any) -> Tensor:
         else:
             out = aten.select.int(out, dim, operator.index(i))
     return out
+
+
+def _advanced(t: Tensor, index: tuple) -> Tensor:
+    """x[:, idx], x[mask], ...: tensor (or list) indices with full slices around them."""
+    if any(i is not Ellipsis and not isinstance(i, (Tensor, list)) and i != slice(None) for i in index) \
+            or sum(i is Ellipsis for i in index) > 1:
+        raise TraceError("indexing that mixes tensor indices with ints, partial slices or None is not "
+                         "supported by the memory tracer")
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        index = index[:at] + (slice(None),) * (t.dim() - len(index) + 1) + index[at + 1:]
+    indices = [None if isinstance(i, slice) else torch.as_tensor(i, device=t.device) for i in index]
+    return aten.index.Tensor(t, indices)
 
 
 class _PlainIndexing(TorchFunctionMode):

@@ -204,3 +204,41 @@ def test_custom_op_memory_model_per_backend():
 
 def test_importable_names():
     assert set(memory_model.__all__) >= {"predict_peak", "predict_cpu_peak", "prediction_fields", "Prediction"}
+
+
+def test_triton_ttt_memory_model_is_what_the_launcher_allocates():
+    """The declared model of the Triton TTT backend against the allocations of its launcher, run
+    in Triton's interpreter on CPU tensors, with q and k laid out as the Vittt mixer passes them
+    (head dim strided after the causal conv1d) and v as its projection gives it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    from kernels._memory import memory_model
+    from kernels.ttt import triton_fwd
+
+    n, b, h, length, d = 2, 1, 2, 20, 16
+    q, k = (torch.randn(b, n * h * d, length).transpose(1, 2).reshape(b, length, n, h, d).permute(2, 0, 3, 1, 4)
+            for _ in range(2))
+    v = torch.randn(b, length, n, h, d).permute(2, 0, 3, 1, 4)
+    rest = (torch.rand(n, b, h, length) * 0.01, torch.rand(n, 16), torch.randn(n, h, d, d) * 0.02,
+            torch.zeros(n, h, d), torch.ones(n, h, d), torch.zeros(n, h, d))
+    args = (q, k, v, *rest)
+
+    class Allocations(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen, self.sizes = {t.untyped_storage()._cdata for t in args}, []
+
+        def __torch_dispatch__(self, func, types, a=(), kw=None):
+            out = func(*a, **(kw or {}))
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor) and t.untyped_storage()._cdata not in self.seen and t.untyped_storage().nbytes():
+                    self.seen.add(t.untyped_storage()._cdata)
+                    self.sizes.append(t.untyped_storage().nbytes())
+            return out
+
+    with torch.inference_mode(), Allocations() as launched:
+        triton_fwd.ttt_linear_bidir_triton(*args, 16)
+    names = ("q", "k", "v", "lr", "tok", "W0", "b0", "ln_w", "ln_b")
+    declared = memory_model("vittt_bench::ttt_linear_bidir").backends["triton"](**dict(zip(names, args)))
+    assert launched.sizes == [buf.nbytes for buf in declared.before] + [q.numel() * 4] + [buf.nbytes for buf in declared.after]
