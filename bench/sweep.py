@@ -110,8 +110,7 @@ def measure_point(point: Point) -> Iterator[dict]:
     if "flops" in point.metrics:
         from bench.flops import count_model
 
-        counts = count_model(meta_model)
-        yield {k: v for k, v in counts.items() if k in COLUMNS and k not in ("model", "family", "resolution")}
+        yield count_model(meta_model, point.resolution)
     del meta_model
     if point.skip_speed:  # make_points sets it only when fps/memory were asked for
         yield {"note": f"fps/memory not measured: {point.skip_speed}"}

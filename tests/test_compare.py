@@ -58,7 +58,7 @@ def test_exact_match_passes(tmp_path, capsys):
 
 def test_model_gaining_a_layer_fails_with_named_change(tmp_path, capsys):
     """Counts of the real deit_t at depth 12 vs 13: params and flops changed -> exit 1, messages say by how much."""
-    where = {"batch_size": 1, "device": "cpu", "dtype": "fp32", "status": "ok"}
+    where = {"model": "deit_t", "resolution": 224, "batch_size": 1, "device": "cpu", "dtype": "fp32", "status": "ok"}
     base = {**count_point("deit_t", 224), **where}
     cur = {**count_point("deit_t", 224, depth=13), **where}
     with torch.device("meta"):
