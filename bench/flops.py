@@ -1,4 +1,4 @@
-"""FLOPs per image with fvcore, traced on the meta device (DESIGN.md s.5).
+"""FLOPs per image with fvcore, traced on the meta device (docs/conventions.md).
 
 fvcore counts one fused multiply-add as one FLOP (the paper's unit). It has no handle for
 SDPA nor for this project's custom ops (`vittt_bench::*`, one traced node each), so
