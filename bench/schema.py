@@ -122,7 +122,8 @@ def markdown() -> str:
              f"A row's identity: the point ({', '.join(f'`{c}`' for c in KEY)}) and its setting",
              f"({', '.join(f'`{c}`' for c in SETTING)}), plus `metrics` (a row counts as done for a run that asks",
              "for the same or fewer metrics). A resumed run reuses only rows of the same identity; `compare` matches rows",
-             "on the same identity. Empty cells were not measured; the `note` says why.", ""]
+             "on the point and compares measurements only between rows of the same setting (device model included;",
+             "versions are noted). Empty cells were not measured; the `note` says why.", ""]
     for title, group in _GROUPS.items():
         lines += [f"## {title}", "", "| column | meaning |", "|---|---|"]
         lines += [f"| `{name}` | {text} |" for name, text in group.items()]

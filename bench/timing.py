@@ -53,7 +53,7 @@ CPU_POLICY = TimingPolicy(warmup_s=0.5, min_time_s=3.0, min_repeats=3, max_repea
 @dataclass(frozen=True)
 class Throughput:
     fps: float  # median images/s over the timed calls
-    fps_iqr: float | None  # (q75 - q25) / median of the per-call FPS; None under 4 calls
+    fps_iqr: float | None  # (q75 - q25) / median of the per-call FPS; None under 3 calls
     latency_ms: float  # median time of one batch
     latency_p10_ms: float
     latency_p90_ms: float
@@ -81,7 +81,7 @@ def summarize(batch_size: int, seconds: list[float]) -> Throughput:
         raise ValueError(f"need positive repeat times, got {seconds}")
     fps = [batch_size / s for s in seconds]
     median = statistics.median(fps)
-    iqr = (_quantile(fps, 0.75) - _quantile(fps, 0.25)) / median if len(fps) >= 4 else None
+    iqr = (_quantile(fps, 0.75) - _quantile(fps, 0.25)) / median if len(fps) >= 3 else None
     ms = [1e3 * s for s in seconds]
     return Throughput(median, iqr, statistics.median(ms), _quantile(ms, 0.1), _quantile(ms, 0.9), len(seconds), sum(seconds))
 

@@ -268,3 +268,9 @@ def test_fresh_clone_main_job_measures_and_leaves_the_tree_clean(tmp_path):
     rows = csvio.read_rows(clone / "results" / "cpu-deit_t-vittt_t.csv")
     assert {r["git_commit"] for r in rows} == {head} and all(r["fps"] for r in rows)
     assert subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout == ""
+
+
+def test_the_schema_doc_is_generated_from_the_schema():
+    from bench import schema
+
+    assert (ROOT / "docs" / "schema.md").read_text() == schema.markdown(), "run: python -m bench.schema > docs/schema.md"
