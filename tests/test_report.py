@@ -204,3 +204,10 @@ def test_claims_are_data_and_any_table_renders(tmp_path):
         claims.Claim("Vim-S faster than DeiT-S beyond 1024 px", "faster", "beats", "fps", (("vim_s", "deit_s"),), min_res=1024),))
     (v,) = verdicts.judge_table(_frame(gpu_rows()), mine)
     assert v.verdict == "reproduced" and "vim_s/deit_s" in v.measured and "deit_s OOM at [2048]" in v.measured
+
+
+def test_the_claims_doc_is_generated_from_the_claims():
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "claims.md"
+    assert doc.read_text() == claims.markdown(), "run: python -m bench.claims > docs/claims.md"
