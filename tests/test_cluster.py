@@ -205,19 +205,44 @@ def test_slurm_needs_sbatch(tmp_path, monkeypatch):
     assert not (tmp_path / "j").exists()
 
 
+def _fake_slurm(tmp_path, monkeypatch, **commands):
+    """Put stand-in Slurm commands (name -> shell script body) first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in commands.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
 def test_runner_choice_and_slurm_options(tmp_path, monkeypatch):
     assert cluster.runner_from_args(_parse([])) is None
     assert cluster.runner_from_args(_parse(["--gpus", "0,1"]), job_dir=tmp_path / "default") is not None
     pytest.importorskip("submitit")
-    sbatch = tmp_path / "bin" / "sbatch"  # only looked up, never run
-    sbatch.parent.mkdir()
-    sbatch.write_text("#!/bin/sh\nexit 1\n")
-    sbatch.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{sbatch.parent}{os.pathsep}{os.environ['PATH']}")
+    _fake_slurm(tmp_path, monkeypatch, sbatch=f'echo "$@" > {tmp_path}/sbatch-args', sacct="true")  # sbatch records its question
     args = _parse(["--slurm", "--job-dir", str(tmp_path / "j"), "--nodes", "2", "--gpus-per-node", "4", "--partition", "gpu",
                    "--slurm-time", "30", "--slurm-opt", "account=abc", "--slurm-opt", "cpus-per-task=8"])
     assert cluster.runner_from_args(args) is not None
     assert cluster.slurm_options(args) == cluster.SlurmOptions(partition="gpu", time_min=30, max_parallel=8,
                                                                extra=(("account", "abc"), ("cpus_per_task", "8")))
+    # the options were checked with sbatch --test-only: ours, then the ones passed through
+    assert (tmp_path / "sbatch-args").read_text().split() == [
+        "--test-only", "--job-name=vittt-bench", "--time=30", "--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=8",
+        "--partition=gpu", "--gpus-per-node=1", "--account=abc", "--wrap=true"]
     assert cluster.slurm_options(_parse(["--slurm"])) == cluster.SlurmOptions()
     assert not (tmp_path / "j").exists()  # nothing written before the run
+
+
+@pytest.mark.parametrize("sbatch, sacct, message", [
+    ("echo 'sbatch: error: invalid partition specified: gpu' >&2; exit 1", "true",
+     "sbatch refuses the job options: sbatch: error: invalid partition specified: gpu"),
+    ("true", "echo 'Slurm accounting storage is disabled' >&2; exit 1",
+     "--slurm needs Slurm accounting (slurmdbd), and sacct failed: Slurm accounting storage is disabled"),
+])
+def test_slurm_that_refuses_is_one_line_before_anything_is_written(tmp_path, monkeypatch, sbatch, sacct, message):
+    pytest.importorskip("submitit")
+    _fake_slurm(tmp_path, monkeypatch, sbatch=sbatch, sacct=sacct)
+    with pytest.raises(ValueError) as error:
+        cluster.runner_from_args(_parse(["--slurm", "--partition", "gpu", "--job-dir", str(tmp_path / "j")]))
+    assert str(error.value) == message
+    assert not (tmp_path / "j").exists()
