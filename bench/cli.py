@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
-from bench import env, timing
+from bench import argtypes, env, timing
+from bench.argtypes import PATCH
 from bench.point import METRICS
 from bench.schema import DEFAULT_RESOLUTIONS
 
 PROG = "run_bench.py"
-PATCH = 16
 # Per device: batch, timing policy, resolution cap of fps/memory, CPU threads. On the CPU one thread
 # (two OpenMP threads on a shared 2-core machine made timings swing by 30x) and batch 1, so the main
 # job times DeiT-T and Vittt-T up to 1280 px in a few of its 10 minutes.
@@ -70,60 +70,6 @@ class UsageError(ValueError):
     """A bad input found after parsing: reported like an argparse error."""
 
 
-def _resolution(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (allowed: multiples of {PATCH}, at least {PATCH}, e.g. 224 384 512)")
-    if value < PATCH or value % PATCH:
-        raise argparse.ArgumentTypeError(f"{value} is not a multiple of {PATCH} of at least {PATCH} (allowed e.g. 224 384 512)")
-    return value
-
-
-def _int_at_least(lowest: int):
-    """An argparse type: an integer of at least `lowest`."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer (allowed: a whole number of at least {lowest})")
-        if value < lowest:
-            raise argparse.ArgumentTypeError(f"{value} is not allowed (must be at least {lowest})")
-        return value
-
-    return parse
-
-
-def _seconds(positive: bool):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
-        if not (value > 0 if positive else value >= 0) or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{text} is not allowed (must be {'more than' if positive else 'at least'} 0 seconds)")
-        return value
-
-    return parse
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction (e.g. 0.1 or 10%)")
-    if not 0 < value < 10:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed (a fraction above 0, e.g. 0.1 or 10%)")
-    return value
-
-
-def _run_name(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed (letters, digits, '.', '_', '-')")
-    return text
-
-
 def build_parser(prog: str = PROG) -> OneLineParser:
     parser = OneLineParser(prog=prog, description=DESCRIPTION, epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_argument_group("what to measure")
@@ -132,12 +78,12 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                            "path/to/file.py:factory, timm:<name> (default: the paper's Fig. 6 models)")
     what.add_argument("--preset", choices=("fig6",),
                       help="fig6: the paper's figure (DeiT, DeiT-SDPA, Vim, Vittt at T/S/B), T size first; combine with --budget")
-    what.add_argument("--resolutions", nargs="+", type=_resolution, metavar="PX",
+    what.add_argument("--resolutions", nargs="+", type=argtypes.resolution, metavar="PX",
                       help=f"input resolutions, multiples of {PATCH} (default: {' '.join(map(str, DEFAULT_RESOLUTIONS))})")
     what.add_argument("--metrics", nargs="+", choices=METRICS, metavar="METRIC",
                       help="flops (and params, meta device), fps, memory (measured), mem_pred (predicted GPU memory, "
                            "no GPU needed) (default: all; flops needs fvcore)")
-    what.add_argument("--batch-size", type=_int_at_least(1), metavar="N",
+    what.add_argument("--batch-size", type=argtypes.int_at_least(1), metavar="N",
                       help=f"images per forward (default: {DEFAULTS['cuda']['batch_size']} on a GPU, {DEFAULTS['cpu']['batch_size']} on the CPU)")
     what.add_argument("--dtype", choices=timing.DTYPES, default="fp32",
                       help="fp32, or autocast to fp16/bf16 (weights stay fp32); fp16 is refused on the CPU (default: fp32)")
@@ -145,34 +91,37 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     what.add_argument("--gpu-model", metavar="NAME",
                       help="GPU profile of mem_pred, e.g. h100 h200 a100 l40s (default: the measuring GPU's, else h100)")
     how = parser.add_argument_group("how to time")
-    how.add_argument("--warmup-time", type=_seconds(False), metavar="S", help="warm-up seconds (at least one untimed forward; default: 1 GPU, 0.5 CPU)")
-    how.add_argument("--min-time", type=_seconds(False), metavar="S", help="timed forwards last at least this long (default: 2 GPU, 3 CPU)")
-    how.add_argument("--repeats", type=_int_at_least(1), metavar="N", help="fewest timed forwards (default: 10 GPU, 3 CPU)")
-    how.add_argument("--max-repeats", type=_int_at_least(1), metavar="N", help="most timed forwards (default: 1000 GPU, 100 CPU)")
-    how.add_argument("--noise-threshold", type=_fraction, default=timing.NOISY, metavar="F",
+    how.add_argument("--warmup-time", type=argtypes.seconds(False), metavar="S", help="warm-up seconds (at least one untimed forward; default: 1 GPU, 0.5 CPU)")
+    how.add_argument("--min-time", type=argtypes.seconds(False), metavar="S", help="timed forwards last at least this long (default: 2 GPU, 3 CPU)")
+    how.add_argument("--repeats", type=argtypes.int_at_least(1), metavar="N", help="fewest timed forwards (default: 10 GPU, 3 CPU)")
+    how.add_argument("--max-repeats", type=argtypes.int_at_least(1), metavar="N", help="most timed forwards (default: 1000 GPU, 100 CPU)")
+    how.add_argument("--noise-threshold", type=argtypes.fraction, default=timing.NOISY, metavar="F",
                      help=f"flag a point noisy when its fps interquartile range exceeds this fraction of the median (default {timing.NOISY:g})")
-    how.add_argument("--speed-max-res", type=_int_at_least(1), metavar="PX",
+    how.add_argument("--speed-max-res", type=argtypes.int_at_least(1), metavar="PX",
                      help=f"measure fps/memory only up to this resolution, count FLOPs beyond (default: none on a GPU, {DEFAULTS['cpu']['speed_max_res']} on the CPU)")
-    how.add_argument("--threads", type=_int_at_least(1), metavar="N", help="CPU threads for torch while timing (default 1; ignored on a GPU)")
+    how.add_argument("--threads", type=argtypes.int_at_least(1), metavar="N", help="CPU threads for torch while timing (default 1; ignored on a GPU)")
     how.add_argument("--tf32", choices=("on", "off"), default="off", help="TF32 for float32 matmuls and cuDNN (default off: true fp32)")
     how.add_argument("--cuda-graphs", action="store_true", help="time replays of a captured CUDA graph (no launch overhead)")
     how.add_argument("--lock-clocks", action="store_true", help="lock the GPU's SM clock at its maximum while timing (needs root; a line says when it cannot)")
     how.add_argument("--allow-reference", action="store_true",
                      help="on a GPU, also time models whose mixer would run a reference kernel (e.g. Vim without a fast scan)")
-    how.add_argument("--budget", type=_seconds(True), metavar="S",
+    how.add_argument("--budget", type=argtypes.seconds(True), metavar="S",
                      help="time budget: points predicted not to fit in what is left are skipped, with the reason in their row")
     where = parser.add_argument_group("where results go")
     where.add_argument("--out", default="results", metavar="DIR", help="results folder (default: results)")
     where.add_argument("--reports", metavar="DIR", help="reports folder (default: reports/ beside the results folder)")
-    where.add_argument("--run", type=_run_name, metavar="NAME", help="run name: OUT/NAME.csv (default: from the device, models, dtype and metrics)")
+    where.add_argument("--run", type=argtypes.run_name, metavar="NAME", help="run name: OUT/NAME.csv (default: from the device, models, dtype and metrics)")
     run = parser.add_argument_group("how to run")
-    run.add_argument("--jobs", type=_int_at_least(1), default=os.cpu_count() or 1, metavar="N",
+    run.add_argument("--jobs", type=argtypes.int_at_least(1), default=os.cpu_count() or 1, metavar="N",
                      help="processes that count FLOPs of count-only points in parallel (default: the CPU count)")
     run.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                      help="each point in its own process, so a crash or hang loses only that point (default: on for cuda, off for cpu)")
-    run.add_argument("--timeout", type=_seconds(True), metavar="S", help="per-point time limit in seconds (status timeout); implies --isolate")
+    run.add_argument("--timeout", type=argtypes.seconds(True), metavar="S", help="per-point time limit in seconds (status timeout); implies --isolate")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--list-models", action="store_true", help="print the registered models and exit")
+    from bench import cluster
+
+    cluster.add_arguments(parser)
 
     sub = parser.add_subparsers(dest="command", metavar="{report,compare}")
     report = sub.add_parser("report", help="report CSV: the figures and markdown report of a results CSV (measures nothing)")
@@ -293,7 +242,7 @@ def _gpu_profile(args: argparse.Namespace, device: str, metrics: list[str]) -> s
 
 def plan(args: argparse.Namespace) -> Plan:
     """Validate the sweep arguments and build its points; raises UsageError, writes nothing."""
-    from bench import point, sweep
+    from bench import cluster, point, sweep
     from bench.csvio import check_appendable
 
     try:
@@ -356,7 +305,14 @@ def plan(args: argparse.Namespace) -> Plan:
         csv_path = alt
     isolate = args.isolate if args.isolate is not None else device == "cuda"
     isolate = isolate or args.timeout is not None
-    return Plan(points, csv_path, reports, isolate, args.budget, None)
+    try:
+        runner = cluster.runner_from_args(args, job_dir=csv_path.with_suffix(".jobs"),
+                                          progress=lambda line: print(line, file=sys.stderr))
+    except ValueError as exc:
+        raise UsageError(str(exc))
+    if runner and args.budget:
+        raise UsageError("--budget applies to a sweep on this machine, not to --slurm, --gpus or --collect")
+    return Plan(points, csv_path, reports, isolate, args.budget, runner and cluster.sweep_runner(runner, args.timeout))
 
 
 def _print_skipped(points) -> None:
@@ -392,6 +348,12 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     except sweep.StickyCudaError as exc:
         print(f"{PROG}: stopped: a CUDA error left this process's GPU context unusable at {exc}; rows so far are in "
               f"{shown(p.csv_path)}; run with --isolate (each point in its own process) to go on past it", file=sys.stderr)
+        return EXIT_FAILED_POINTS
+    except (RuntimeError, ValueError) as exc:
+        if p.runner is None:  # not a cluster's refusal: a bug, reported by main
+            raise
+        # the cluster runner's: sbatch refused the array, the job folder is locked, accounting went away
+        print(f"{PROG}: stopped: {sweep.one_line(exc)}; rows so far are in {shown(p.csv_path)}", file=sys.stderr)
         return EXIT_FAILED_POINTS
     measured = sum(n for k, n in counts.items() if k != "resumed")
     statuses = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if k != "resumed" and n)

@@ -19,6 +19,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
 
+def child_pythonpath() -> str:
+    """PYTHONPATH for a child process: this checkout first, then this process's path, so the child
+    imports the same code (and measuring functions defined in test modules) as its parent."""
+    import sys
+
+    return os.pathsep.join([str(REPO_ROOT), *filter(None, sys.path)])
+
+
 def cuda_available() -> bool:
     import torch
 

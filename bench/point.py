@@ -11,12 +11,14 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 from bench import csvio, env
-from bench.models import ModelRef, family_of, kernel_backend, size_of
 from bench.schema import SETTING
 from bench.timing import NOISY, TimingPolicy
+
+if TYPE_CHECKING:
+    from bench.models import ModelRef
 
 METRICS = ("flops", "fps", "memory")
 SPEED_METRICS = ("fps", "memory")  # the metrics that run the model on the device
@@ -92,7 +94,7 @@ class Point:
     def id(self) -> str:
         """A file-name-safe id, unique per key and setting (row files of cluster jobs)."""
         text = json.dumps([self.key, self.identity(), self.metrics], sort_keys=True)
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.model.rsplit("/", 1)[-1])[:40]
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.model.rsplit("/", 1)[-1]).lstrip("._-")[:40] or "model"
         return f"{slug}-{self.resolution}-b{self.batch_size}-{self.dtype}-{self.device}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
     def row_fields(self) -> dict[str, object]:
@@ -120,9 +122,11 @@ class ModelFacts:
     backend: str
 
 
-def model_facts(ref: ModelRef, device: str, img_size: int) -> ModelFacts:
+def model_facts(ref: "ModelRef", device: str, img_size: int) -> ModelFacts:
     """Family, size and kernel backend of a model (built once on meta, which allocates nothing)."""
     import torch
+
+    from bench.models import family_of, kernel_backend, size_of
 
     with torch.device("meta"):
         model = ref.build(img_size)
@@ -130,7 +134,7 @@ def model_facts(ref: ModelRef, device: str, img_size: int) -> ModelFacts:
 
 
 def make_points(
-    models: Iterable[ModelRef],
+    models: Iterable["ModelRef"],
     resolutions: Iterable[int],
     *,
     batch_size: int,

@@ -26,13 +26,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from bench import csvio, env
-from bench.budget import Budget
-from bench.measure import free_memory, measure_point
 from bench.point import Point
 from bench.schema import RESULTS
+
+if TYPE_CHECKING:
+    from bench.budget import Budget
 
 Measure = Callable[[Point], Iterator[dict]]
 Runner = Callable[[list[Point], Measure, Callable[[Point], None]], Iterator[tuple[Point, dict]]]
@@ -65,7 +66,7 @@ def is_sticky_cuda_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(t in text for t in STICKY_TEXTS)
 
 
-def _one_line(text: str, limit: int = 400) -> str:
+def one_line(text: str, limit: int = 400) -> str:
     text = " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -94,11 +95,13 @@ def measure_in_process(point: Point, measure: Measure, on_part: Callable[[dict],
             on_part(row)
         row["status"] = "ok" if any(row.get(c) not in (None, "") for c in MEASURED) else "skipped"
     except Exception as exc:  # the sweep must go on: the failure is the row's result
-        failure = ("oom" if is_oom(exc) else "error", f"{type(exc).__name__}: {_one_line(exc)}", is_sticky_cuda_error(exc))
+        failure = ("oom" if is_oom(exc) else "error", f"{type(exc).__name__}: {one_line(exc)}", is_sticky_cuda_error(exc))
     if failure:  # outside the except block, so the traceback (and the tensors it holds) is gone
         row["status"] = failure[0]
         _merge(row, {"note": failure[1]})
         row["_sticky"] = failure[2]
+        from bench.measure import free_memory
+
         free_memory()
     return row
 
@@ -121,7 +124,7 @@ def resolve_measure(name: str) -> Measure:
     return obj
 
 
-def _exit_reason(returncode: int) -> str:
+def exit_reason(returncode: int) -> str:
     if returncode < 0:
         name = signal.Signals(-returncode).name
         hint = " (likely the kernel's out-of-memory killer)" if name == "SIGKILL" else ""
@@ -129,9 +132,9 @@ def _exit_reason(returncode: int) -> str:
     return f"worker exited with status {returncode} before reporting"
 
 
-def _tail(path: Path, lines: int = 3) -> str:
+def tail(path: Path, lines: int = 3) -> str:
     text = path.read_text(errors="replace").strip().splitlines()
-    return _one_line("\n".join(text[-lines:]), 300)
+    return one_line("\n".join(text[-lines:]), 300)
 
 
 def measure_isolated(point: Point, measure: Measure, timeout: Optional[float] = None) -> dict:
@@ -140,7 +143,7 @@ def measure_isolated(point: Point, measure: Measure, timeout: Optional[float] = 
     with tempfile.TemporaryDirectory(prefix="vittt-point-") as tmp:
         spec, result, log = Path(tmp, "spec.json"), Path(tmp, "row.json"), Path(tmp, "log.txt")
         spec.write_text(json.dumps({"point": point.to_dict(), "measure": qualified_name(measure)}))
-        child_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(env.REPO_ROOT), *filter(None, sys.path)]))
+        child_env = dict(os.environ, PYTHONPATH=env.child_pythonpath())
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.sweep", str(spec), str(result)],
@@ -162,7 +165,7 @@ def measure_isolated(point: Point, measure: Measure, timeout: Optional[float] = 
             _merge(row, {"note": f"point exceeded --timeout {timeout:g} s and was killed"})
         elif "status" not in row:
             row["status"] = "error"
-            _merge(row, {"note": f"{_exit_reason(proc.returncode)}; last output: {_tail(log)}"})
+            _merge(row, {"note": f"{exit_reason(proc.returncode)}; last output: {tail(log)}"})
         return row
 
 
@@ -229,7 +232,7 @@ def _weight(point: Point) -> float:
     return 1.0 + policy.warmup_s + policy.min_time_s + work / (20_000 if point.device == "cpu" else 2_000_000)
 
 
-def _local_runner(isolate: bool, timeout: Optional[float], workers: int, budget: Optional[Budget]) -> Runner:
+def _local_runner(isolate: bool, timeout: Optional[float], workers: int, budget: Optional["Budget"]) -> Runner:
     """The default runner: count-only points in a pool of `workers` processes, then the timed ones
     one at a time (in a child process each with `isolate`), each first admitted by the budget."""
 
@@ -269,7 +272,7 @@ def _count_in_pool(points: list[Point], measure: Measure, workers: int,
             try:
                 fields = future.result()
             except Exception as exc:  # a worker died: that point is an error row, the sweep goes on
-                fields = {"status": "error", "note": f"{type(exc).__name__}: {_one_line(exc)}"}
+                fields = {"status": "error", "note": f"{type(exc).__name__}: {one_line(exc)}"}
             announce(futures[future])
             yield futures[future], fields
 
@@ -287,12 +290,12 @@ def run_sweep(
     points: Iterable[Point],
     csv_path: str | Path,
     *,
-    measure: Measure = measure_point,
+    measure: Optional[Measure] = None,
     isolate: bool = False,
     timeout: Optional[float] = None,
     progress: bool = True,
     workers: int = 1,
-    budget: Optional[Budget] = None,
+    budget: Optional["Budget"] = None,
     runner: Optional[Runner] = None,
 ) -> Counter:
     """Measure every point that `plan_resume` leaves to do, appending its row right away (and then
@@ -301,6 +304,8 @@ def run_sweep(
     the count-only points in that many processes (`measure` must then be importable)."""
     from tqdm import tqdm
 
+    if measure is None:
+        from bench.measure import measure_point as measure
     if timeout is not None and not isolate:
         raise ValueError("a timeout needs isolate=True: only a point in its own process can be stopped")
     if isolate or workers > 1 or runner:

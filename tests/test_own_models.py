@@ -93,7 +93,18 @@ def test_a_factory_in_a_file_is_measured_and_drawn(tmp_path, mine, isolate, caps
     assert "mine.py:build" in labels and "DeiT" in labels
 
 
-def test_a_model_registered_outside_the_package_reaches_an_isolated_child(tmp_path, capsys):
+@pytest.fixture
+def registry_restored():
+    """Models a test registers in this process are gone after it (the registry is global)."""
+    from vittt import registry
+
+    before = dict(registry._MODELS)
+    yield
+    registry._MODELS.clear()
+    registry._MODELS.update(before)
+
+
+def test_a_model_registered_outside_the_package_reaches_an_isolated_child(tmp_path, capsys, registry_restored):
     """A script registers `my_deit` and runs the sweep; the child re-imports the script's file."""
     script = tmp_path / "my_models.py"
     script.write_text(REGISTERED + textwrap.dedent(f'''

@@ -10,19 +10,9 @@ import time
 import pytest
 
 from bench import budget, csvio, sweep, timing
-from bench.point import Point, Setting
+from bench.point import Point
 from bench.schema import COLUMNS
-
-POLICY = timing.TimingPolicy(warmup_s=0.0, min_time_s=0.0, min_repeats=1, max_repeats=1)
-
-
-def setting(**changes) -> Setting:
-    return Setting(**{"device": "cpu", "device_name": "Test CPU", "policy": POLICY, "threads": 1,
-                      "versions": (("torch", "2.13.0"),), **changes})
-
-
-def fake_point(model, resolution=224, metrics=("flops", "fps"), s=None, family="fake", **kw) -> Point:
-    return Point(model, model, family, "t", resolution, (resolution // 16) ** 2, 1, "fp32", "fake", s or setting(), metrics, **kw)
+from helpers import fake_point, setting
 
 
 def _points(*models, **kw):
