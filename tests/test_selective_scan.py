@@ -102,8 +102,8 @@ def test_resolve_backend():
     assert resolve_backend("auto", "cpu") == "torch"
     assert resolve_backend("auto", torch.device("meta")) == "torch"
     assert resolve_backend("torch", "cpu") == "torch"
-    with pytest.raises(ValueError, match="allowed: auto, torch, mamba_ssm"):
-        resolve_backend("triton", "cpu")
+    with pytest.raises(ValueError, match="allowed: auto, torch, triton, mamba_ssm"):
+        resolve_backend("cuda", "cpu")
 
 
 @pytest.mark.skipif(mamba_available(), reason="mamba-ssm is installed here")
@@ -124,7 +124,7 @@ def test_broken_mamba_install_is_unavailable(tmp_path, monkeypatch):
     try:
         assert not mamba_available()
         assert "OSError" in mamba_mod.unavailable_reason()
-        assert resolve_backend("auto", "cuda") == "torch"
+        assert resolve_backend("auto", "cuda") == "triton"
     finally:
         mamba_mod._load.cache_clear()
 
