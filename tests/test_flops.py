@@ -71,13 +71,14 @@ def test_ttt_linear_bidir_handle(B, H, L, d, mb):
     assert fc.by_op == {"ttt_linear_bidir": fc.total}
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])  # one op node, one handle, whatever the backend
 @pytest.mark.parametrize("delta_softplus", [False, True])
 @pytest.mark.parametrize(("has_D", "has_z", "has_delta_bias"), [(False, False, False), (True, True, True), (True, False, True)])
-def test_selective_scan_handle(has_D, has_z, has_delta_bias, delta_softplus):
+def test_selective_scan_handle(has_D, has_z, has_delta_bias, delta_softplus, backend):
     Bt, E, L, N = 2, 6, 11, 4
     tensors = [meta(Bt, E, L), meta(Bt, E, L), meta(E, N), meta(Bt, N, L), meta(Bt, N, L),
                meta(E) if has_D else None, meta(Bt, E, L) if has_z else None, meta(E) if has_delta_bias else None]
-    fc = count(selective_scan, *tensors, delta_softplus=delta_softplus, backend="torch")
+    fc = count(selective_scan, *tensors, delta_softplus=delta_softplus, backend=backend)
     assert fc.total == selective_scan_flops(Bt, E, L, N, has_D=has_D, has_z=has_z, has_delta_bias=has_delta_bias,
                                             delta_softplus=delta_softplus)
     assert fc.by_op == {"selective_scan": fc.total}
