@@ -77,7 +77,6 @@ def test_cpu_forward_224_and_larger(name):
         assert torch.isfinite(y).all()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["deit_t", "vittt_t"])
 def test_cpu_forward_full_depth(name):
     y = _forward(name, 224, 2)
