@@ -18,7 +18,7 @@ forward that cannot be traced or a custom op without a memory model (memtrace.Tr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -26,12 +26,18 @@ from torch import nn
 from bench import memrules
 from kernels import _memory
 from bench.allocator import CachingAllocator, ExactAllocator, OutOfMemory
-from bench.gpu_profiles import GpuProfile, get_profile
+from bench.gpu_profiles import GpuProfile, get_profile, profile_name
+from bench.gpu_profiles import get_profile as profile
 from bench.memtrace import Alloc, Trace, TraceError, trace_forward
 
+if TYPE_CHECKING:
+    from bench.models import ModelRef
+
 MiB = 2**20
-ModelSpec = Union[str, Callable[[], nn.Module]]
-DEFAULT_WARMUP, DEFAULT_REPEATS = 3, 10  # bench.sweep.Point's defaults
+ModelSpec = Union[str, "ModelRef", Callable[[], nn.Module]]
+# The sweep's memory pass: forwards while timing (at least two; the replay stops once they repeat
+# themselves), reset_peak_memory_stats, one forward.
+DEFAULT_WARMUP, DEFAULT_REPEATS = 10, 1
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -85,14 +91,21 @@ class Prediction:
 # ---- inputs ------------------------------------------------------------------------------------
 
 def model_factory(model: ModelSpec, img_size: int) -> tuple[Callable[[], nn.Module], str]:
+    """(zero-argument factory, label) for a model given by name or reference (bench.models), as a
+    ModelRef, or as a zero-argument callable; ValueError (one line) for a name nothing resolves."""
     if isinstance(model, str):
-        import vittt
+        from bench.models import parse
 
-        vittt.get_config(model, img_size=img_size)  # unknown names and bad sizes: ValueError now
-        return (lambda: vittt.create_model(model, img_size=img_size)), model
+        model = parse(model)
+    if hasattr(model, "build") and hasattr(model, "name"):  # a bench.models.ModelRef
+        config = getattr(model, "config", None)
+        if callable(config):
+            config(img_size)  # a registered model's bad image size: ValueError now, not in the trace
+        return (lambda: model.build(img_size)), model.name
     if callable(model):
         return model, getattr(model, "__qualname__", None) or type(model).__name__
-    raise TypeError(f"model must be a registered name or a zero-argument callable returning an nn.Module, got {model!r}")
+    raise TypeError(f"model must be a name, a model reference or a zero-argument callable returning an nn.Module, "
+                    f"got {model!r}")
 
 
 def parse_dtype(dtype: Union[str, torch.dtype]) -> tuple[torch.dtype, str]:
@@ -210,22 +223,23 @@ def _predict(trace: Trace, label: str, img_size: int, batch: int, dtype: str, pr
     replay = _Replay(trace, allocator, workspace)
     baseline = replay.run(warmup, repeats)
     fits = True
-    if profile is not None and allocator.reserved.peak > profile.capacity:
+    if profile is not None and allocator.reserved.peak > profile.capacity_bytes:
         try:  # the real allocator frees its cache and retries before it gives up
-            _Replay(trace, CachingAllocator(profile.capacity), workspace).run(warmup, repeats)
+            _Replay(trace, CachingAllocator(profile.capacity_bytes), workspace).run(warmup, repeats)
         except OutOfMemory:
             fits = False
     return Prediction(label, img_size, batch, dtype, profile.name if profile else "cpu", allocator.allocated.peak,
                       allocator.requested.peak, allocator.reserved.peak, baseline,
-                      profile.capacity if profile else None, fits, dict(trace.backends),
+                      profile.capacity_bytes if profile else None, fits, dict(trace.backends),
                       _composition(replay.at_peak, workspace))
 
 
 def predict_peak(model: ModelSpec, img_size: int, batch: int, dtype: Union[str, torch.dtype] = "fp32",
                  gpu: str = "h100", *, backends: Optional[dict[str, str]] = None, warmup: int = DEFAULT_WARMUP,
                  repeats: int = DEFAULT_REPEATS) -> Prediction:
-    """Predicted peak memory of the sweep's GPU measurement of `model` (a registered name or a
-    zero-argument callable building an nn.Module for `img_size`) at batch `batch` in `dtype`
+    """Predicted peak memory of the sweep's GPU measurement of `model` (a name or reference as the
+    CLI takes it, a bench.models.ModelRef, or a zero-argument callable building an nn.Module for
+    `img_size`) at batch `batch` in `dtype`
     ("fp32", "fp16", "bf16") on the GPU profile `gpu`. `backends` overrides the backend assumed for
     a custom op, by op name (e.g. {"selective_scan": "triton"}); the prediction says which it used."""
     profile = get_profile(gpu)
@@ -243,13 +257,21 @@ def predict_cpu_peak(model: ModelSpec, img_size: int, batch: int, dtype: Union[s
     return _predict(trace, model_factory(model, img_size)[1], img_size, batch, dtype_name, None, warmup, repeats)
 
 
-def prediction_fields(model: ModelSpec, resolution: int, batch: int, dtype: str = "fp32", gpu: str = "h100", *,
-                      warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS) -> dict:
-    """The sweep row's prediction columns (MiB) and a note saying what was assumed. Raises with a
+def predict_fields(model: ModelSpec, resolution: int, batch: int, dtype: str = "fp32", gpu: str = "h100") -> dict:
+    """A sweep row's prediction columns (MiB; `pred_fits` 1 or 0), the closed-form peak
+    (`mem_analytic_mib`, empty without one) and a note saying what was assumed. Raises with a
     one-line message when the point cannot be predicted (the sweep's error row)."""
-    p = predict_peak(model, resolution, batch, dtype, gpu, warmup=warmup, repeats=repeats)
+    from bench.memory_analytic import mem_analytic_mib
+    from bench.models import parse
+
+    model = parse(model) if isinstance(model, str) else model
+    p = predict_peak(model, resolution, batch, dtype, gpu)
+    config = getattr(model, "config", None)  # a ModelRef's vittt config (None for a user's model)
+    cfg = config(resolution) if callable(config) else None
     return {"pred_peak_mem_mib": p.allocated / MiB, "pred_requested_mib": p.requested / MiB,
-            "pred_reserved_mib": p.reserved / MiB, "pred_gpu": p.gpu, "pred_fits": p.fits, "note": p.note}
+            "pred_reserved_mib": p.reserved / MiB, "pred_gpu": p.gpu, "pred_fits": int(p.fits),
+            "mem_analytic_mib": mem_analytic_mib(cfg, batch, p.dtype, p.gpu), "note": p.note}
 
 
-__all__ = ["Part", "Prediction", "TraceError", "predict_cpu_peak", "predict_peak", "prediction_fields", "trace_model"]
+__all__ = ["Part", "Prediction", "TraceError", "predict_cpu_peak", "predict_fields", "predict_peak", "profile",
+           "profile_name", "trace_model"]

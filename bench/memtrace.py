@@ -355,12 +355,15 @@ class _Recorder(TorchDispatchMode):
         return held
 
     def _backend(self, model: _memory.MemoryModel, bound: dict) -> str:
+        """The backend whose memory model applies: an override, else the one the op was called with,
+        except on a machine without CUDA tracing for CUDA, where an op whose GPU backend depends on
+        what the GPU machine has installed is assumed to run the one it declares."""
         if model.backend_arg is None:
             return model.only
         short = model.op.split("::")[-1]
         if short in self.overrides:
             return self.overrides[short]
-        if self.device_type == "cuda" and model.gpu_backend:
+        if self.device_type == "cuda" and model.gpu_backend and not torch.cuda.is_available():
             return model.gpu_backend
         return bound[model.backend_arg]
 

@@ -11,8 +11,8 @@ depends on the backend that runs it, so every op declares, per backend, one of:
   strides of the real call (fake tensors in a trace).
 
 `gpu_backend` names the backend a CUDA machine runs when that depends on what is installed there
-rather than on the device and the shapes (mamba-ssm for the selective scan), so a prediction made
-elsewhere can assume it and say so.
+rather than on the device and the shapes (mamba-ssm for the selective scan, Triton without it), so
+a prediction made on a machine without CUDA can assume it and say so.
 """
 from __future__ import annotations
 

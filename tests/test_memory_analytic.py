@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import vittt
-from bench.memory_analytic import FAMILY_PARAMS, mem_analytic_mib, memory_terms
+from bench.families import deit, vim
+from bench.families import vittt as vittt_family
+from bench.memory_analytic import mem_analytic_mib, memory_terms
 from bench.memory_model import predict_peak
 
 MiB = 2**20
@@ -15,7 +17,8 @@ def test_parameter_formulas(name):
     cfg = vittt.get_config(name, img_size=320)
     with torch.device("meta"):
         model = vittt.create_model(name, img_size=320)
-    assert FAMILY_PARAMS[cfg.family](cfg) == sum(p.numel() for p in model.parameters())
+    family = {"deit": deit, "vittt": vittt_family, "vim": vim}[cfg.family]
+    assert family.param_count(cfg) == sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("img_size, dtype", [(224, "fp32"), (512, "fp32"), (224, "bf16")])
@@ -41,3 +44,4 @@ def test_configs_without_a_closed_form():
         memory_terms(vittt.get_config("vittt_t_dual", img_size=224), 64)
     with pytest.raises(ValueError, match="unknown dtype"):
         mem_analytic_mib(vittt.get_config("deit_t"), 64, "fp8")
+    assert mem_analytic_mib(None, 64) is None  # a user's model has no config

@@ -3,13 +3,16 @@ CUDA-specific choices, the custom ops' memory models, and one-line errors for ba
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import vittt
 from bench import memory_model
 from bench.allocator import MiB
-from bench.gpu_profiles import PROFILES
-from bench.memory_model import predict_cpu_peak, predict_peak, prediction_fields, trace_model
+from bench.gpu_profiles import PROFILES, profile_name
+from bench.memory_model import predict_cpu_peak, predict_fields, predict_peak, trace_model
 from bench.memtrace import MissingMemoryModel, TraceError
+from kernels import _memory
 from kernels._memory import TRACE, Buffer, OpMemory, declare_memory
 
 R, B = 32, 4
@@ -91,8 +94,9 @@ def test_cuda_rms_norm_is_one_kernel():
 
 def test_backends_assumed_and_overridden():
     default = predict_peak(_vim_2(224), 224, 64)
-    assert default.backends["vittt_bench::selective_scan"] == "mamba_ssm"
-    assert "selective_scan=mamba_ssm" in default.note
+    if not torch.cuda.is_available():  # on a CUDA machine: the backend its auto choice resolves to
+        assert default.backends["vittt_bench::selective_scan"] == "mamba_ssm"
+        assert "selective_scan=mamba_ssm" in default.note
     triton = predict_peak(_vim_2(224), 224, 64, backends={"selective_scan": "triton"})
     assert triton.backends["vittt_bench::selective_scan"] == "triton"
     assert triton.allocated < default.allocated  # no input copies, no extra outputs
@@ -105,15 +109,25 @@ def test_backends_assumed_and_overridden():
 def test_fits_against_the_profile_capacity():
     assert predict_peak("deit_t", 1280, 64, "fp32", "h100").fits
     l40s = predict_peak("deit_t", 1280, 64, "fp32", "l40s")
-    assert not l40s.fits and l40s.allocated > PROFILES["l40s"].capacity
+    assert not l40s.fits and l40s.allocated > PROFILES["l40s"].capacity_bytes
 
 
 def test_sweep_fields():
-    fields = prediction_fields("vittt_t", 224, 64, "bf16", "a100")
-    assert set(fields) == {"pred_peak_mem_mib", "pred_requested_mib", "pred_reserved_mib", "pred_gpu", "pred_fits", "note"}
-    assert fields["pred_gpu"] == "a100" and fields["pred_fits"] is True
+    fields = predict_fields("vittt_t", 224, 64, "bf16", "a100")
+    assert set(fields) == {"pred_peak_mem_mib", "pred_requested_mib", "pred_reserved_mib", "pred_gpu", "pred_fits",
+                           "mem_analytic_mib", "note"}
+    assert fields["pred_gpu"] == "a100" and fields["pred_fits"] == 1
     assert fields["pred_requested_mib"] <= fields["pred_peak_mem_mib"] <= fields["pred_reserved_mib"]
+    assert fields["mem_analytic_mib"] == fields["pred_requested_mib"]  # the closed form, exact
     assert "ttt_linear_bidir=triton" in fields["note"]
+    assert predict_fields(lambda: Head(), R, B)["mem_analytic_mib"] is None  # a user's model has no closed form
+
+
+def test_profiles_by_name_or_device_name():
+    assert profile_name("NVIDIA H100 80GB HBM3") == "h100" and profile_name("L40S") == "l40s"
+    assert profile_name("NVIDIA A100-SXM4-40GB") == "a100_40gb" and profile_name("NVIDIA L4") == "l4"
+    with pytest.raises(ValueError, match="no GPU profile for 'Tesla T4'; known: a100"):
+        profile_name("Tesla T4")
 
 
 # ---- bad input: one clear line each ----------------------------------------------------------------
@@ -203,42 +217,58 @@ def test_custom_op_memory_model_per_backend():
 
 
 def test_importable_names():
-    assert set(memory_model.__all__) >= {"predict_peak", "predict_cpu_peak", "prediction_fields", "Prediction"}
+    assert set(memory_model.__all__) >= {"predict_peak", "predict_cpu_peak", "predict_fields", "profile", "profile_name"}
+
+
+class _Allocations(TorchDispatchMode):
+    """The byte sizes of the storages the ops under it create (tensors in `known` excluded)."""
+
+    def __init__(self, known):
+        super().__init__()
+        self.seen, self.sizes = {t.untyped_storage()._cdata for t in known if t is not None}, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage()._cdata not in self.seen and t.untyped_storage().nbytes():
+                self.seen.add(t.untyped_storage()._cdata)
+                self.sizes.append(t.untyped_storage().nbytes())
+        return out
+
+
+def _launched(launcher, args, *extra) -> list[int]:
+    with torch.inference_mode(), _Allocations(args) as recorded:
+        launcher(*args, *extra)
+    return recorded.sizes
+
+
+def _declared(op: str, backend: str, names, args, out_bytes: int) -> list[int]:
+    memory = _memory.memory_model(op).backends[backend](**dict(zip(names, args)))
+    return [b.nbytes for b in memory.before] + [out_bytes] + [b.nbytes for b in memory.after]
 
 
 def test_triton_ttt_memory_model_is_what_the_launcher_allocates():
-    """The declared model of the Triton TTT backend against the allocations of its launcher, run
-    in Triton's interpreter on CPU tensors, with q and k laid out as the Vittt mixer passes them
-    (head dim strided after the causal conv1d) and v as its projection gives it."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_leaves
-
-    from kernels._memory import memory_model
+    """The declared model of the Triton TTT backend against its launcher's allocations (Triton's
+    interpreter, CPU tensors), q and k laid out as the Vittt mixer passes them (head dim strided
+    after the causal conv1d), v as its projection gives it."""
     from kernels.ttt import triton_fwd
 
     n, b, h, length, d = 2, 1, 2, 20, 16
     q, k = (torch.randn(b, n * h * d, length).transpose(1, 2).reshape(b, length, n, h, d).permute(2, 0, 3, 1, 4)
             for _ in range(2))
     v = torch.randn(b, length, n, h, d).permute(2, 0, 3, 1, 4)
-    rest = (torch.rand(n, b, h, length) * 0.01, torch.rand(n, 16), torch.randn(n, h, d, d) * 0.02,
+    args = (q, k, v, torch.rand(n, b, h, length) * 0.01, torch.rand(n, 16), torch.randn(n, h, d, d) * 0.02,
             torch.zeros(n, h, d), torch.ones(n, h, d), torch.zeros(n, h, d))
-    args = (q, k, v, *rest)
-
-    class Allocations(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.seen, self.sizes = {t.untyped_storage()._cdata for t in args}, []
-
-        def __torch_dispatch__(self, func, types, a=(), kw=None):
-            out = func(*a, **(kw or {}))
-            for t in tree_leaves(out):
-                if isinstance(t, torch.Tensor) and t.untyped_storage()._cdata not in self.seen and t.untyped_storage().nbytes():
-                    self.seen.add(t.untyped_storage()._cdata)
-                    self.sizes.append(t.untyped_storage().nbytes())
-            return out
-
-    with torch.inference_mode(), Allocations() as launched:
-        triton_fwd.ttt_linear_bidir_triton(*args, 16)
     names = ("q", "k", "v", "lr", "tok", "W0", "b0", "ln_w", "ln_b")
-    declared = memory_model("vittt_bench::ttt_linear_bidir").backends["triton"](**dict(zip(names, args)))
-    assert launched.sizes == [buf.nbytes for buf in declared.before] + [q.numel() * 4] + [buf.nbytes for buf in declared.after]
+    assert _launched(triton_fwd.ttt_linear_bidir_triton, args, 16) == \
+        _declared("vittt_bench::ttt_linear_bidir", "triton", names, args, q.numel() * 4)
+
+
+def test_triton_scan_memory_model_is_what_the_launcher_allocates():
+    """Likewise for the Triton selective scan, inputs laid out as Vim passes them."""
+    from kernels.selective_scan import triton_fwd
+
+    args = [t.normal_() for t in triton_fwd.vim_layout(torch.float32, E=8, L=5, N=4, dt_rank=2)]
+    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+    assert _launched(triton_fwd.selective_scan_triton, args, True) == \
+        _declared("vittt_bench::selective_scan", "triton", names, args, args[0].numel() * 4)

@@ -86,18 +86,25 @@ def test_linear_adds_its_bias_in_place_as_a_real_run_does():
 @pytest.mark.parametrize("img_size", [224, 1024])
 @pytest.mark.parametrize("name", ["deit_t", "deit_t_sdpa", "vittt_t", "vim_t"])
 def test_gpu_prediction_matches_max_memory_allocated(name, img_size):
-    """The sweep's own measurement against the prediction for this GPU's profile."""
+    """The sweep's own memory pass against the prediction for this GPU's profile."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    from bench.gpu_profiles import PROFILES
-    from bench.sweep import Point, measure_speed
+    from bench import timing
+    from bench.measure import measure_point
+    from bench.memory_model import profile_name
+    from bench.models import parse
+    from bench.point import make_points, make_setting
 
-    gpu = torch.cuda.get_device_name().lower()
-    profile = next((p for p in PROFILES if p.split("_")[0] in gpu.replace(" ", "")), None)
-    if profile is None:
-        pytest.skip(f"no GPU profile for {gpu}")
-    cfg = vittt.get_config(name, img_size=img_size)
-    point = Point(name, cfg.family, img_size, cfg.num_patches, 64, "fp32", "cuda", ("memory",), repeats=3, warmup=2)
-    measured = measure_speed(point)["peak_mem_mib"] * 2**20
-    predicted = predict_peak(name, img_size, 64, "fp32", profile, warmup=2, repeats=3).allocated
-    assert abs(predicted - measured) <= max(2 * 2**20, 0.01 * measured), f"{name}@{img_size}: {predicted} vs {measured}"
+    try:
+        gpu = profile_name(torch.cuda.get_device_name())
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    quick = timing.TimingPolicy(warmup_s=0.1, min_time_s=0.1, min_repeats=2, max_repeats=5)
+    (point,) = make_points([parse(name)], [img_size], batch_size=64, dtype="fp32",
+                           setting=make_setting("cuda", quick), metrics=("memory",))
+    predicted = predict_peak(name, img_size, 64, "fp32", gpu)
+    if not predicted.fits:
+        pytest.skip(f"{name}@{img_size} is predicted not to fit the {gpu} profile")
+    measured = next(part for part in measure_point(point) if "peak_mem_mib" in part)["peak_mem_mib"] * 2**20
+    assert abs(predicted.allocated - measured) <= max(2 * 2**20, 0.01 * measured), \
+        f"{name}@{img_size}: predicted {predicted.allocated} B, measured {measured:.0f} B"

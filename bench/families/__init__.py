@@ -35,7 +35,7 @@ class FamilySpec:
     name: str  # the `family` field of the family's configs
     style: Style  # the family's main models (`<family>_<size>`)
     flop_terms: FlopTerms  # named closed-form FLOP terms per image, summed over layers
-    memory_terms: Optional[Callable[..., dict[str, int]]] = None  # (cfg, batch, itemsize) -> bytes by term
+    memory_terms: Optional[Callable[..., dict[str, int]]] = None  # (cfg, batch, dtype) -> bytes at the peak by term
     in_paper_figure: bool = False  # its `<family>_<size>` models are the rows of Fig. 6
     variants: Mapping[str, Style] = field(default_factory=dict)  # model-name suffix -> style, e.g. "sdpa"
     preset_variants: tuple[str, ...] = ()  # variants the fig6 preset sweeps beside the main models

@@ -1,5 +1,8 @@
-"""Vision Mamba: display, and FLOPs per image in closed form (in/out projections + 2 x (conv1d, x_proj, dt_proj, scan))."""
-from bench.complexity import causal_conv1d, embed_and_head, linear
+"""Vision Mamba: display, FLOPs per image in closed form (in/out projections + 2 x (conv1d, x_proj, dt_proj, scan)),
+and the memory live at the forward's peak (linear in N)."""
+from math import ceil
+
+from bench.complexity import F32, ITEMSIZE, causal_conv1d, embed_and_head, linear, memory_baseline, peak_moment
 from bench.families import FamilySpec, Style
 from kernels.selective_scan import selective_scan_flops
 from vittt.registry import ModelConfig
@@ -26,9 +29,36 @@ def flop_terms(cfg: ModelConfig) -> dict[str, int]:
     }
 
 
+def param_count(cfg: ModelConfig) -> int:
+    D, T, E, Ns, R, p = cfg.dim, cfg.num_patches + 1, cfg.d_inner, cfg.d_state, cfg.dt_rank, cfg.patch_size
+    direction = (E * cfg.d_conv + E) + E * (R + 2 * Ns) + (R * E + E) + E * Ns + E
+    layer = D + D * 2 * E + 2 * direction + E * D
+    return 3 * p * p * D + D + D + T * D + cfg.depth * layer + D + D * cfg.num_classes + cfg.num_classes
+
+
+def memory_terms(cfg: ModelConfig, batch: int, dtype: str) -> dict[str, int]:
+    """Vim, from the third layer on (the residual stream then holds the embedding, the previous and
+    the new residual, fp32, and the previous mixer output), in the backward scan, assuming the
+    mamba-ssm kernel (the CUDA default): RMSNorm output (fp32), in_proj output [B,T,2E] (x and z
+    are views), the forward scan's output, the flipped z, the conv+SiLU output u, x_proj's output
+    (dt, B, C are views), delta, the kernel wrapper's contiguous copies of delta, B, C and z, the
+    kernel's gated and ungated outputs and its chunk states [B,E,ceil(T/2048),2N] float32, and A.
+    """
+    B, T, D, E, Ns, R, s = batch, cfg.num_patches + 1, cfg.dim, cfg.d_inner, cfg.d_state, cfg.dt_rank, ITEMSIZE[dtype]
+    x, e = B * T * D, B * E * T
+    moment = {
+        "embedding": F32 * x, "residual_prev": F32 * x, "residual": F32 * x, "hidden_prev": s * x, "norm": F32 * x,
+        "in_proj": s * 2 * e, "y_forward": s * e, "z_flipped": s * e, "u": s * e, "x_proj": s * B * T * (R + 2 * Ns),
+        "delta": s * e, "delta_copy": s * e, "B_copy": s * B * Ns * T, "C_copy": s * B * Ns * T, "z_copy": s * e,
+        "out_z": s * e, "out": s * e, "chunk_states": F32 * B * E * ceil(T / 2048) * 2 * Ns, "A": F32 * E * Ns,
+    }
+    return {**memory_baseline(cfg, batch, param_count(cfg)), **peak_moment({"scan_backward": moment})}
+
+
 SPEC = FamilySpec(
     name="vim",
     style=Style("Vim", "#2ca02c", "s"),
     flop_terms=flop_terms,
+    memory_terms=memory_terms,
     in_paper_figure=True,
 )

@@ -1,5 +1,6 @@
-"""Vision-TTT: display, and FLOPs per image in closed form (projections + n_dir x TTT(N) + gate/out + SwiGLU)."""
-from bench.complexity import causal_conv1d, embed_and_head, layer_norm, linear
+"""Vision-TTT: display, FLOPs per image in closed form (projections + n_dir x TTT(N) + gate/out + SwiGLU), and the
+memory live at the forward's peak (linear in N)."""
+from bench.complexity import F32, ITEMSIZE, causal_conv1d, embed_and_head, layer_norm, linear, memory_baseline, peak_moment
 from bench.families import FamilySpec, Style
 from kernels.conv import depthwise_conv_flops
 from kernels.ttt import ttt_linear_flops
@@ -36,9 +37,53 @@ def flop_terms(cfg: ModelConfig) -> dict[str, int]:
     }
 
 
+# The Triton TTT launcher copies q and k, whose head dim is strided after the causal conv1d
+# (kernels/ttt/op.py declares it): 2 copies of [2, B, H, N, d].
+TTT_QK_COPIES = 2
+
+
+def _full_vittt(cfg: ModelConfig) -> bool:
+    return all((cfg.share_qk, cfg.gate, cfg.conv1d, cfg.dual, cfg.conv2d))
+
+
+def param_count(cfg: ModelConfig) -> int:
+    D, N, H, d, p, k = cfg.dim, cfg.num_patches, cfg.num_heads, cfg.head_dim, cfg.patch_size, cfg.conv_kernel
+    mixer = (9 * D + D) + 2 * (D * 2 * D) + 2 * (2 * D * k + 2 * D) + (D * 2 * H + 2 * H) \
+        + 2 * H * d * d + 3 * 2 * H * d + 2 * cfg.mini_batch + 2 * 2 * D + 2 * D * D
+    block = 2 * 2 * D + mixer + 3 * D * cfg.mlp_hidden
+    return 3 * p * p * D + D + N * D + cfg.depth * block + 2 * D + D * cfg.num_classes + cfg.num_classes
+
+
+def memory_terms(cfg: ModelConfig, batch: int, dtype: str) -> dict[str, int]:
+    """Vittt (every design step on), from the second block on. Live in the mixer: the embedding and
+    the block input, LN1 (fp32), the conv2d output, v, the conv1d'd q and k (both directions
+    stacked, [B,N,2D]) and the learning rates [B,N,2H]. Moments:
+      ttt: + the per-position step scales (1/i and tok [2, b]), the TTT kernel's input copies and
+        its output [2,B,H,N,d];
+      post_norm: + the heads-merged output (a reshape copy), the running sum of the per-direction
+        post-norms and the second post-norm (fp32), with its float32 input cast and mean/rstd
+        under autocast, or the next sum in float32.
+    """
+    if not _full_vittt(cfg):
+        raise ValueError(f"{cfg.name}: the closed form covers the full Vittt mixer only (all design steps on)")
+    B, N, D, H, s = batch, cfg.num_patches, cfg.dim, cfg.num_heads, ITEMSIZE[dtype]
+    x = B * N * D
+    mixer = {"embedding": F32 * x, "block_input": F32 * x, "norm1": F32 * x, "conv2d": s * x, "v": s * 2 * x,
+             "q": s * 2 * x, "k": s * 2 * x, "lr": s * B * N * 2 * H}
+    half = s != F32
+    moments = {
+        "ttt": {**mixer, "token_scales": F32 * 3 * cfg.mini_batch, "kernel_copies": TTT_QK_COPIES * s * 2 * x,
+                "ttt_out": s * 2 * x},
+        "post_norm": {**mixer, "heads_merged": s * 2 * x, "norm_sum": F32 * x, "post_norm": F32 * x,
+                      **({"cast": F32 * x, "mean_rstd": 2 * F32 * B * N} if half else {"next_sum": F32 * x})},
+    }
+    return {**memory_baseline(cfg, batch, param_count(cfg)), **peak_moment(moments)}
+
+
 SPEC = FamilySpec(
     name="vittt",
     style=Style("Vittt", "#d62728", "^"),
     flop_terms=flop_terms,
+    memory_terms=memory_terms,
     in_paper_figure=True,
 )

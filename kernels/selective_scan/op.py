@@ -73,8 +73,8 @@ def _mamba_ssm_memory(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
 
 
 # Memory per backend: "torch" is the reference in plain PyTorch (traced); "triton" (the Triton scan)
-# allocates only its output. A GPU machine runs mamba-ssm when it is installed, so predictions for
-# CUDA assume it.
+# allocates only its output. A GPU machine runs mamba-ssm when it is installed, Triton otherwise:
+# predictions made without CUDA assume mamba-ssm.
 declare_memory("vittt_bench::selective_scan", gpu_backend="mamba_ssm", torch=TRACE, mamba_ssm=_mamba_ssm_memory,
                triton=output_only)
 
