@@ -52,7 +52,8 @@ def profile_cpu_forward(model: ModelSpec, img_size: int, batch: int, dtype: Unio
     x = torch.randn(batch, 3, img_size, img_size)
     with torch.inference_mode(), autocast_state("cpu", torch_dtype):
         net(x)  # warm-up: lazy initialisation stays out of the measured forward
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                     with_stack=True) as prof:
             net(x)
     live = peak = preexisting = 0
     for _, action, _, nbytes in sorted(MemoryProfile(prof.profiler.kineto_results).timeline, key=lambda e: e[0]):
@@ -76,7 +77,8 @@ def check_cpu(model: ModelSpec, img_size: int, batch: int, dtype: str = "fp32") 
 def main(argv: list[str]) -> None:
     """Print the check for deit_t, deit_t_sdpa, vittt_t, vim_t at 224 px (batch from argv, default 8)."""
     batch = int(argv[0]) if argv else 8
-    print(f"{'model':<12} {'batch':>5} {'measured MiB':>13} {'predicted MiB':>14} {'error':>8} {'weights+input MiB (prof/pred)':>30}")
+    print(f"{'model':<12} {'batch':>5} {'measured MiB':>13} {'predicted MiB':>14} {'error':>8} "
+          f"{'weights+input MiB (prof/pred)':>30}")
     for name in ("deit_t", "deit_t_sdpa", "vittt_t", "vim_t"):
         c = check_cpu(name, 224, batch)
         print(f"{name:<12} {batch:>5} {c.measured / 2**20:>13.4f} {c.predicted / 2**20:>14.4f} {100 * c.error:>7.3f}% "

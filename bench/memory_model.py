@@ -1,10 +1,11 @@
 """Predicted peak memory of a forward pass as the sweep measures it, computed on any machine.
 
-`predict_peak(model, img_size, batch, dtype, gpu)` replays what `bench.sweep.measure_speed` does on
-a GPU through a model of the CUDA caching allocator (bench.allocator): the weights copied to the
-device in `model.to` order, the input batch, `warmup` forwards (the first one takes the cuBLAS
-workspace at its first matmul), `reset_peak_memory_stats`, then `repeats` forwards under
-inference_mode (and autocast to fp16/bf16 with fp32 weights). The forward's allocations come from
+`predict_peak(model, img_size, batch, dtype, gpu)` replays the sweep's GPU memory measurement
+(bench.measure) through a model of the CUDA caching allocator (bench.allocator): the weights copied
+to the device in `model.to` order, the input batch, the timing pass's forwards (`warmup`; the first
+one takes the cuBLAS workspace at its first matmul), `reset_peak_memory_stats`, then the memory
+pass (`repeats` forwards, one in the sweep), all under inference_mode (and autocast to fp16/bf16
+with fp32 weights). The forward's allocations come from
 a trace on fake tensors (bench.memtrace) with the target device's dispatch choices
 (bench.memrules) and the custom ops' declared memory models, under the fast backend a GPU runs.
 
@@ -24,11 +25,11 @@ import torch
 from torch import nn
 
 from bench import memrules
-from kernels import _memory
 from bench.allocator import CachingAllocator, ExactAllocator, OutOfMemory
 from bench.gpu_profiles import GpuProfile, get_profile, profile_name
 from bench.gpu_profiles import get_profile as profile
 from bench.memtrace import Alloc, Trace, TraceError, trace_forward
+from kernels import _memory
 
 if TYPE_CHECKING:
     from bench.models import ModelRef
@@ -84,7 +85,8 @@ class Prediction:
                  f"{self.allocated / MiB:.1f} MiB allocated at the peak ({self.requested / MiB:.1f} requested, "
                  f"~{self.reserved / MiB:.0f} reserved), fits: {self.fits}"]
         for part in self.composition[:top]:
-            lines.append(f"  {part.block / MiB:10.1f} MiB  {part.what:<34} {part.module:<28} {list(part.shape)} {part.dtype}")
+            lines.append(f"  {part.block / MiB:10.1f} MiB  {part.what:<34} {part.module:<28} "
+                         f"{list(part.shape)} {part.dtype}")
         return "\n".join(lines)
 
 
@@ -109,6 +111,7 @@ def model_factory(model: ModelSpec, img_size: int) -> tuple[Callable[[], nn.Modu
 
 
 def parse_dtype(dtype: Union[str, torch.dtype]) -> tuple[torch.dtype, str]:
+    """(torch dtype, name) for "fp32"/"fp16"/"bf16" or the torch dtype itself; ValueError otherwise."""
     if isinstance(dtype, torch.dtype):
         names = {v: k for k, v in DTYPES.items()}
         if dtype not in names:
@@ -124,7 +127,8 @@ def _check_backends(backends: Optional[dict[str, str]]) -> None:
     models = {name.split("::")[-1]: model for name, model in _memory.declared().items()}
     for op, backend in (backends or {}).items():
         if op not in models:
-            raise ValueError(f"backends: no custom op {op!r} declares a memory model; declared: {', '.join(sorted(models))}")
+            raise ValueError(f"backends: no custom op {op!r} declares a memory model; "
+                             f"declared: {', '.join(sorted(models))}")
         if backend not in models[op].backends:
             raise ValueError(f"backends: {op} declares no memory model for backend {backend!r} "
                              f"(declared: {', '.join(models[op].backends)})")
@@ -216,8 +220,8 @@ def trace_model(model: ModelSpec, img_size: int, batch: int, dtype: Union[str, t
                          backends, label)
 
 
-def _predict(trace: Trace, label: str, img_size: int, batch: int, dtype: str, profile: Optional[GpuProfile],
-             warmup: int, repeats: int) -> Prediction:
+def _predict(trace: Trace, img_size: int, batch: int, dtype: str, profile: Optional[GpuProfile], warmup: int,
+             repeats: int) -> Prediction:
     workspace = profile.cublas_workspace if profile else 0
     allocator = CachingAllocator() if profile else ExactAllocator()
     replay = _Replay(trace, allocator, workspace)
@@ -228,7 +232,7 @@ def _predict(trace: Trace, label: str, img_size: int, batch: int, dtype: str, pr
             _Replay(trace, CachingAllocator(profile.capacity_bytes), workspace).run(warmup, repeats)
         except OutOfMemory:
             fits = False
-    return Prediction(label, img_size, batch, dtype, profile.name if profile else "cpu", allocator.allocated.peak,
+    return Prediction(trace.model, img_size, batch, dtype, profile.name if profile else "cpu", allocator.allocated.peak,
                       allocator.requested.peak, allocator.reserved.peak, baseline,
                       profile.capacity_bytes if profile else None, fits, dict(trace.backends),
                       _composition(replay.at_peak, workspace))
@@ -239,13 +243,13 @@ def predict_peak(model: ModelSpec, img_size: int, batch: int, dtype: Union[str, 
                  repeats: int = DEFAULT_REPEATS) -> Prediction:
     """Predicted peak memory of the sweep's GPU measurement of `model` (a name or reference as the
     CLI takes it, a bench.models.ModelRef, or a zero-argument callable building an nn.Module for
-    `img_size`) at batch `batch` in `dtype`
-    ("fp32", "fp16", "bf16") on the GPU profile `gpu`. `backends` overrides the backend assumed for
-    a custom op, by op name (e.g. {"selective_scan": "triton"}); the prediction says which it used."""
+    `img_size`) at batch `batch` in `dtype` ("fp32", "fp16", "bf16") on the GPU profile `gpu`.
+    `backends` overrides the backend assumed for a custom op, by op name (e.g.
+    {"selective_scan": "triton"}); the prediction says which it used."""
     profile = get_profile(gpu)
     _, dtype_name = parse_dtype(dtype)
     trace = trace_model(model, img_size, batch, dtype, "cuda", backends)
-    return _predict(trace, model_factory(model, img_size)[1], img_size, batch, dtype_name, profile, warmup, repeats)
+    return _predict(trace, img_size, batch, dtype_name, profile, warmup, repeats)
 
 
 def predict_cpu_peak(model: ModelSpec, img_size: int, batch: int, dtype: Union[str, torch.dtype] = "fp32", *,
@@ -254,7 +258,7 @@ def predict_cpu_peak(model: ModelSpec, img_size: int, batch: int, dtype: Union[s
     backends, every request counted exactly (what torch.profiler's memory timeline sees)."""
     _, dtype_name = parse_dtype(dtype)
     trace = trace_model(model, img_size, batch, dtype, "cpu")
-    return _predict(trace, model_factory(model, img_size)[1], img_size, batch, dtype_name, None, warmup, repeats)
+    return _predict(trace, img_size, batch, dtype_name, None, warmup, repeats)
 
 
 def predict_fields(model: ModelSpec, resolution: int, batch: int, dtype: str = "fp32", gpu: str = "h100") -> dict:

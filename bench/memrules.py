@@ -100,9 +100,10 @@ def sdpa_cuda(rec, func, query: Tensor, key: Tensor, value: Tensor, attn_mask: O
               for t in (query, key, value)]
     flash = query.dtype in (torch.float16, torch.bfloat16) and attn_mask is None
     if not flash and max(d, dv) > 128:
-        raise NotImplementedError(f"memory-efficient SDPA on CUDA with head dim {max(d, dv)} > 128: workspace not modelled")
-    out = rec.empty((B, T, H, dv), query.dtype, "flash_attention" if flash else "efficient_attention", "attention output",
-                    query.device)
+        raise NotImplementedError(f"memory-efficient SDPA on CUDA with head dim {max(d, dv)} > 128: "
+                                  "workspace not modelled")
+    kernel = "flash_attention" if flash else "efficient_attention"
+    out = rec.empty((B, T, H, dv), query.dtype, kernel, "attention output", query.device)
     lse = rec.empty((B, H, T), torch.float32, "flash_attention", "log-sum-exp", query.device) if flash else None
     del copies, lse
     return out.transpose(1, 2)

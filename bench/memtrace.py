@@ -71,6 +71,7 @@ class Trace:
     alive when the forward returned (autocast's cached weight casts: only the first forward makes
     them); `first_gemm` the event position right after the first cuBLAS-type op's output."""
 
+    model: str  # the model's label
     device: str
     weights: list[Alloc]  # parameters and buffers, in the order model.to(device) allocates them
     input: Alloc
@@ -185,7 +186,8 @@ def autocast_state(device_type: str, dtype: torch.dtype) -> Iterator[None]:
     if dtype == torch.float32:
         yield
         return
-    prev = (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type), torch.is_autocast_cache_enabled())
+    prev = (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type),
+            torch.is_autocast_cache_enabled())
     torch.set_autocast_enabled(device_type, True)
     torch.set_autocast_dtype(device_type, dtype)
     torch.autocast_increment_nesting()
@@ -400,7 +402,8 @@ def trace_forward(factory: Callable[[], nn.Module], img_size: int, batch: int, d
     order = to_device_order(model)
     weights = [Alloc(t.numel() * t.element_size(), "to", name.rpartition(".")[0], tuple(t.shape), t.dtype, "weight")
                for name, t in order]
-    trace = Trace(device_type, weights, Alloc(x.numel() * x.element_size(), "randn", "", tuple(x.shape), x.dtype, "input"))
+    batch_input = Alloc(x.numel() * x.element_size(), "randn", "", tuple(x.shape), x.dtype, "input")
+    trace = Trace(label, device_type, weights, batch_input)
     recorder = _Recorder(device_type, rules, dict(backends or {}), [t for _, t in order] + [x], dtype != torch.float32)
     handles = recorder.watch(model)
     try:

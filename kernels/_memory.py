@@ -108,7 +108,8 @@ def copy_if_needed(what: str, x: Optional[Tensor], dtype: Optional[torch.dtype] 
         return () if x.is_contiguous() else (Buffer(f"{what} copy", tuple(x.shape), dtype),)
     if _standard_order(x):
         return (Buffer(f"{what} cast", tuple(x.shape), dtype),)
-    return (Buffer(f"{what} cast", tuple(x.shape), dtype, transient=True), Buffer(f"{what} copy", tuple(x.shape), dtype))
+    shape = tuple(x.shape)
+    return (Buffer(f"{what} cast", shape, dtype, transient=True), Buffer(f"{what} copy", shape, dtype))
 
 
 def _standard_order(x: Tensor) -> bool:

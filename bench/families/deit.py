@@ -24,6 +24,7 @@ def flop_terms(cfg: ModelConfig) -> dict[str, int]:
 
 
 def param_count(cfg: ModelConfig) -> int:
+    """Parameters of the model `cfg` builds, in closed form (the weights term of `memory_terms`)."""
     D, T, h, p = cfg.dim, cfg.num_patches + 1, int(cfg.dim * cfg.mlp_ratio), cfg.patch_size
     block = 2 * 2 * D + (3 * D * D + 3 * D) + (D * D + D) + (D * h + h) + (h * D + D)
     return 3 * p * p * D + D + D + T * D + cfg.depth * block + 2 * D + D * cfg.num_classes + cfg.num_classes

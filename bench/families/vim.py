@@ -30,6 +30,7 @@ def flop_terms(cfg: ModelConfig) -> dict[str, int]:
 
 
 def param_count(cfg: ModelConfig) -> int:
+    """Parameters of the model `cfg` builds, in closed form (the weights term of `memory_terms`)."""
     D, T, E, Ns, R, p = cfg.dim, cfg.num_patches + 1, cfg.d_inner, cfg.d_state, cfg.dt_rank, cfg.patch_size
     direction = (E * cfg.d_conv + E) + E * (R + 2 * Ns) + (R * E + E) + E * Ns + E
     layer = D + D * 2 * E + 2 * direction + E * D

@@ -1,6 +1,7 @@
 """Vision-TTT: display, FLOPs per image in closed form (projections + n_dir x TTT(N) + gate/out + SwiGLU), and the
 memory live at the forward's peak (linear in N)."""
-from bench.complexity import F32, ITEMSIZE, causal_conv1d, embed_and_head, layer_norm, linear, memory_baseline, peak_moment
+from bench.complexity import (F32, ITEMSIZE, causal_conv1d, embed_and_head, layer_norm, linear, memory_baseline,
+                              peak_moment)
 from bench.families import FamilySpec, Style
 from kernels.conv import depthwise_conv_flops
 from kernels.ttt import ttt_linear_flops
@@ -47,6 +48,7 @@ def _full_vittt(cfg: ModelConfig) -> bool:
 
 
 def param_count(cfg: ModelConfig) -> int:
+    """Parameters of the model `cfg` builds, in closed form (the weights term of `memory_terms`)."""
     D, N, H, d, p, k = cfg.dim, cfg.num_patches, cfg.num_heads, cfg.head_dim, cfg.patch_size, cfg.conv_kernel
     mixer = (9 * D + D) + 2 * (D * 2 * D) + 2 * (2 * D * k + 2 * D) + (D * 2 * H + 2 * H) \
         + 2 * H * d * d + 3 * 2 * H * d + 2 * cfg.mini_batch + 2 * 2 * D + 2 * D * D
