@@ -91,6 +91,8 @@ def sdpa_cuda(rec, func, query: Tensor, key: Tensor, value: Tensor, attn_mask: O
               dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None, enable_gqa: bool = False):
     """F.scaled_dot_product_attention on CUDA: flash attention (float16/bfloat16, head dim <= 256,
     no mask) or memory-efficient attention (float32, or a mask), inputs with a unit last stride."""
+    if query.dim() != 4:
+        raise NotImplementedError(f"SDPA on CUDA with {query.dim()}-D inputs: kernel choice not modelled")
     B, H, T, d = query.shape
     dv = value.shape[-1]
     if d % 8 or dv % 8 or max(d, dv) > 256 or dropout_p:
