@@ -7,7 +7,7 @@ flushed between runs):
     triton fwd                  ttt_linear_triton, one direction
     triton bidir_one_launch     ttt_linear_bidir_triton, both directions in one launch
     triton bidir_two_launches   ttt_linear_triton forward, then reverse: two launches
-Inputs have the layout the Vittt mixer passes (strided views of [B, L, n_dir, H, d]). Each row
+Inputs have the layout the Vittt mixer passes (q, k strided in the head dim after its conv1d). Each row
 carries the achieved bandwidth under the bytes model (q, k, v, lr read once, out written once;
 the state and parameters are negligible), the FLOP rate and the fraction of the GPU's peak
 memory bandwidth. Without CUDA it writes nothing and exits with status 2.
@@ -118,16 +118,18 @@ def make_ttt_inputs(B: int, H: int, L: int, d: int, mini_batch: int, dtype: torc
                     n_dir: int = 2, seed: int = 0) -> tuple[Tensor, ...]:
     """Random TTT-Linear arguments for n_dir directions, in the layout the Vittt mixer passes.
 
-    q, k, v [n,B,H,L,d] and lr [n,B,H,L] are strided views of [B,L,n,H,d] / [B,L,n,H] in `dtype`;
-    lr = sigmoid(.) / d, tok [n, mini_batch] = 1/i plus a small offset, W0 [n,H,d,d], b0, ln_w,
-    ln_b [n,H,d] in float32, all drawn from a generator seeded with `seed` on `device`.
+    q, k [n,B,H,L,d] are views of the causal conv1d's output [B, n*H*d, L] (head dim strided by L,
+    tokens unit-stride), v of the V projection [B, L, n*H*d], lr [n,B,H,L] of [B, L, n*H], all in
+    `dtype`; lr = sigmoid(.) / d, tok [n, mini_batch] = 1/i plus a small offset, W0 [n,H,d,d], b0,
+    ln_w, ln_b [n,H,d] in float32, all drawn from a generator seeded with `seed` on `device`.
     """
     g = torch.Generator(device=device).manual_seed(seed)
 
     def randn(*shape: int, dt: torch.dtype = torch.float32) -> Tensor:
         return torch.randn(*shape, generator=g, device=device, dtype=dt)
 
-    q, k, v = (randn(B, L, n_dir, H, d, dt=dtype).permute(2, 0, 3, 1, 4) for _ in range(3))  # [n,B,H,L,d]
+    q, k = (randn(B, n_dir, H, d, L, dt=dtype).permute(1, 0, 2, 4, 3) for _ in range(2))  # [n,B,H,L,d]
+    v = randn(B, L, n_dir, H, d, dt=dtype).permute(2, 0, 3, 1, 4)  # [n,B,H,L,d]
     lr = (torch.sigmoid(randn(B, L, n_dir, H)) / d).to(dtype).permute(2, 0, 3, 1)  # [n,B,H,L]
     i = torch.arange(1, mini_batch + 1, device=device, dtype=torch.float32)
     tok = (1.0 / i + 0.01 * randn(n_dir, mini_batch)).clamp(min=0.0)  # [n,mb]

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+pytest.importorskip("fvcore", reason="FLOP counting needs fvcore")
+
 from bench.flops import FLOP_HANDLES, count_flops, count_point
 from bench.flops import FlopCountAnalysis  # fvcore's, imported there without its import-time DeprecationWarning
 from bench.schema import DEFAULT_RESOLUTIONS

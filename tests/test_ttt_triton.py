@@ -11,12 +11,14 @@ import sys
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ON_GPU = torch.cuda.is_available()
 if not ON_GPU:
     os.environ["TRITON_INTERPRET"] = "1"
 
 import bench.kernel_bench as kb  # noqa: E402
+import kernels  # noqa: E402
 from kernels.ttt import triton_fwd  # noqa: E402
 from kernels.ttt.dual import ttt_linear_dual  # noqa: E402
 from kernels.ttt.flops import ttt_linear_flops  # noqa: E402
@@ -67,10 +69,63 @@ def test_other_dtypes_and_head_dims(dtype, d, reverse):
 
 def test_strided_inputs_read_in_place():
     x = inputs(33, torch.bfloat16)
-    assert not x[0].is_contiguous()  # the mixer's layout: views of [B, L, n, H, d]
+    assert x[0].stride(-1) != 1 and x[2].stride(-1) == 1  # q after the mixer's conv1d; v from its projection
     strided = triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=True)
     dense = triton_fwd.ttt_linear_triton(*(t.contiguous() for t in x), mini_batch=16, reverse=True)
     assert torch.equal(strided, dense)
+
+
+def mixer_ttt_args(monkeypatch, img_size: int = 80) -> list[torch.Tensor]:
+    """The arguments a real Vittt mixer (head dim 64, 2 heads, 25 tokens, batch 2) passes to the
+    Triton backend, captured from its forward."""
+    from vittt import create_model
+
+    captured = []
+
+    def capture(*args):
+        captured.extend(args[:9])
+        return torch.empty(args[0].shape, dtype=args[0].dtype)
+
+    model = create_model("vittt_t", img_size=img_size, depth=1, dim=128, num_heads=2, backend="triton").eval()
+    with monkeypatch.context() as m, torch.inference_mode():
+        m.setattr(triton_fwd, "ttt_linear_bidir_triton", capture)
+        model(torch.randn(2, 3, img_size, img_size))
+    return captured
+
+
+def test_bench_inputs_have_the_mixers_layout(monkeypatch):
+    mixer = mixer_ttt_args(monkeypatch)
+    bench = kb.make_ttt_inputs(2, 2, 25, 64, 16, torch.float32, "cpu")
+    assert [t.shape for t in bench] == [t.shape for t in mixer]
+    assert [t.stride() for t in bench] == [t.stride() for t in mixer]
+
+
+class _AtenLog(TorchDispatchMode):
+    """Records every aten op that runs inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_launcher_allocates_only_the_output(monkeypatch):
+    """On the exact layout the mixer passes (q, k with a strided head dim), the launcher hands the
+    kernel the input tensors themselves, and the output is the only tensor it creates."""
+    args = mixer_ttt_args(monkeypatch)
+    assert args[0].stride(-1) != 1 and args[1].stride(-1) != 1
+    launched = []
+    monkeypatch.setattr(triton_fwd, "_kernel", {(4, 2): lambda *a, **kw: launched.append(a)})  # grid (B*H, dirs)
+    with _AtenLog() as log:
+        out = triton_fwd.ttt_linear_bidir_triton(*args, mini_batch=16)
+    assert log.ops == ["aten.empty.memory_format"]
+    (passed,) = launched
+    tensors = [a for a in passed if isinstance(a, torch.Tensor)]  # q, k, v, lr, out, tok, W0, b0, ln_w, ln_b
+    assert len(tensors) == 10 and tensors[4] is out
+    assert all(t is x for t, x in zip(tensors[:4] + tensors[5:], args))
 
 
 @pytest.mark.parametrize("change, match", [
@@ -78,17 +133,18 @@ def test_strided_inputs_read_in_place():
     (lambda x: {"tok": x[4][:8]}, "tok must have shape"),
     (lambda x: {"lr": x[3][:, :1]}, "lr must have shape"),
 ], ids=["mini_batch", "tok", "lr"])
-def test_rejects_bad_arguments(change, match):
+def test_public_op_rejects_bad_arguments_for_triton(change, match):
+    """The op checks once, before the kernel (whose launcher checks nothing)."""
     x = inputs(16, torch.float32)
     kwargs = {**dict(zip(("q", "k", "v", "lr", "tok", "W0", "b0", "ln_w", "ln_b"), x)), "mini_batch": 16}
     with pytest.raises(ValueError, match=match):
-        triton_fwd.ttt_linear_triton(**{**kwargs, **change(x)}, reverse=False)
+        kernels.ttt_linear(**{**kwargs, **change(x)}, backend="triton")
 
 
 def test_head_dim_outside_the_kernel_is_rejected():
     x = inputs(16, torch.float32, d=48)
     with pytest.raises(ValueError, match="head dim 48"):
-        triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=False)
+        kernels.ttt_linear(*x, mini_batch=16, backend="triton")
 
 
 def test_cpu_without_interpreter_fails_clearly():
