@@ -8,7 +8,9 @@ here on the CPU:
     ttt_linear_bidir  backend="triton" on CPU tensors with the kernel launch stubbed out: the
                       Triton wrapper's own host path too (the launch itself is Triton's cost)
     depthwise_conv    meta tensors: the 3x3 conv2d and the causal conv1d of a Vittt-T mixer
-Shapes are those of one Vittt-T mixer at 224 px, batch 64, in the layout the mixer passes.
+each with the argument checks (a direct call) and without (check=False: how a model calls them,
+having checked once at build). Shapes are those of one Vittt-T mixer at 224 px, batch 64, in the
+layout the mixer passes.
 
     TRITON_INTERPRET=1 python scripts/op_overhead.py [--calls 2000]
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ B, H, L, d, MB, D = 64, 3, 196, 64, 16, 192  # Vittt-T at 224 px, batch 64
 
 
 def per_call_us(fn: Callable[[], object], calls: int, rounds: int = 7) -> float:
-    """Median over rounds of the mean microseconds per call (after a warm-up round)."""
+    """Fastest round's mean microseconds per call (after a warm-up round): the least disturbed by other load."""
     fn()
     times = []
     for _ in range(rounds):
@@ -43,7 +44,7 @@ def per_call_us(fn: Callable[[], object], calls: int, rounds: int = 7) -> float:
         for _ in range(calls):
             fn()
         times.append((time.perf_counter() - start) / calls * 1e6)
-    return statistics.median(times)
+    return min(times)
 
 
 class _NoLaunch:
@@ -62,17 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     tiny = make_ttt_inputs(1, 1, 16, d, MB, torch.float32, "cpu")  # values unused: the launch is stubbed
     x2, w2, b2 = torch.empty(B, D, 14, 14, device="meta"), torch.empty(D, 1, 3, 3, device="meta"), torch.empty(D, device="meta")
     x1, w1, b1 = torch.empty(B, 2 * D, L, device="meta"), torch.empty(2 * D, 1, 4, device="meta"), torch.empty(2 * D, device="meta")
+    cases = {
+        "ttt_linear_bidir (meta, auto -> torch fake)": lambda c: kernels.ttt_linear_bidir(*meta, mini_batch=MB, check=c),
+        "ttt_linear_bidir (cpu, triton, launch stubbed)":
+            lambda c: kernels.ttt_linear_bidir(*tiny, mini_batch=MB, backend="triton", check=c),
+        "depthwise_conv 2d 3x3 (meta)": lambda c: kernels.depthwise_conv(x2, w2, b2, [1, 1], check=c),
+        "depthwise_conv 1d k4 (meta)": lambda c: kernels.depthwise_conv(x1, w1, b1, [3], check=c),
+    }
+    print(f"{'us per call, under inference_mode':48s} {'checked':>8s} {'check=False':>12s}")
     triton_fwd._kernel, real = _NoLaunch(), triton_fwd._kernel
     try:
-        cases = {
-            "ttt_linear_bidir (meta, auto -> torch fake)": lambda: kernels.ttt_linear_bidir(*meta, mini_batch=MB),
-            "ttt_linear_bidir (cpu, triton, launch stubbed)":
-                lambda: kernels.ttt_linear_bidir(*tiny, mini_batch=MB, backend="triton"),
-            "depthwise_conv 2d 3x3 (meta)": lambda: kernels.depthwise_conv(x2, w2, b2, [1, 1]),
-            "depthwise_conv 1d k4 (meta)": lambda: kernels.depthwise_conv(x1, w1, b1, [3]),
-        }
-        for name, fn in cases.items():
-            print(f"{name:48s} {per_call_us(fn, args.calls):8.1f} us/call")
+        with torch.inference_mode():  # as a model is timed
+            for name, fn in cases.items():
+                checked, unchecked = (per_call_us(lambda: fn(c), args.calls) for c in (True, False))
+                print(f"{name:48s} {checked:8.1f} {unchecked:12.1f}")
     finally:
         triton_fwd._kernel = real
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; torch threads 1")
