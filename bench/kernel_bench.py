@@ -123,10 +123,11 @@ def make_ttt_inputs(B: int, H: int, L: int, d: int, mini_batch: int, dtype: torc
     `dtype`; lr = sigmoid(.) / d, tok [n, mini_batch] = 1/i plus a small offset, W0 [n,H,d,d], b0,
     ln_w, ln_b [n,H,d] in float32, all drawn from a generator seeded with `seed` on `device`.
     """
-    g = torch.Generator(device=device).manual_seed(seed)
+    meta = torch.device(device).type == "meta"  # layout only (no values): e.g. for an ahead-of-time compile
+    g = None if meta else torch.Generator(device=device).manual_seed(seed)
 
     def randn(*shape: int, dt: torch.dtype = torch.float32) -> Tensor:
-        return torch.randn(*shape, generator=g, device=device, dtype=dt)
+        return torch.empty(*shape, device=device, dtype=dt) if meta else torch.randn(*shape, generator=g, device=device, dtype=dt)
 
     q, k = (randn(B, n_dir, H, d, L, dt=dtype).permute(1, 0, 2, 4, 3) for _ in range(2))  # [n,B,H,L,d]
     v = randn(B, L, n_dir, H, d, dt=dtype).permute(2, 0, 3, 1, 4)  # [n,B,H,L,d]

@@ -128,13 +128,18 @@ def _ttt_linear_fwd_kernel(
 # triton.jit read TRITON_INTERPRET when the kernel above was decorated, i.e. at import.
 INTERPRETED: bool = not isinstance(_ttt_linear_fwd_kernel, JITFunction)
 
-# Launch configurations, tried on the GPU once per (d, mini-batch, heads, length, dtypes): a model
-# built for one resolution tunes once. Compiled ahead of time for sm_90 (bf16, d=64, no GPU at
-# hand), 4 warps hold ~200 registers per thread (2 programs per SM) without spilling, and a cap
-# of 168 still spills nothing (3 programs per SM); num_stages=1 turns off the prefetch of the
-# next tiles. The interpreter has no use for them.
-_CONFIGS = [triton.Config({}, num_warps=4, num_stages=2), triton.Config({}, num_warps=4, num_stages=2, maxnreg=168),
-            triton.Config({}, num_warps=4, num_stages=1), triton.Config({}, num_warps=8, num_stages=2)]
+# Launch configurations autotuning tries on the GPU, once per (head dim, mini-batch, length, grid
+# size, dtypes): a model built for one resolution and batch tunes once. From the ahead-of-time
+# compile (scripts/compile_check.py: sm_80, sm_89, sm_90, triton 3.6 and 3.9, see docs/kernels.md):
+# at d <= 64 in half precision, 4 warps hold the state in 234-255 registers per thread without
+# spilling (one program of 128 threads per 64K-register quarter... two per SM scheduler pair), 8
+# warps in 212-250; a 168-register cap (tried before) spills 60-192 B in every target, so it is
+# gone. In float32 at d = 64 the 4-warp configs spill about 1 KB per thread and only 8 warps fit;
+# at d = 128 every config spills (half: 80 B-1.4 KB; float32: 6-25 KB), so the kernel is unlikely
+# to be fast there. num_stages=1 turns off the prefetch of the next mini-batch's tiles. The
+# interpreter has no use for any of this.
+_CONFIGS = [triton.Config({}, num_warps=4, num_stages=2), triton.Config({}, num_warps=4, num_stages=1),
+            triton.Config({}, num_warps=8, num_stages=2)]
 _kernel = (_ttt_linear_fwd_kernel if INTERPRETED
            else triton.autotune(_CONFIGS, key=["D", "MB", "L", "n_programs"])(_ttt_linear_fwd_kernel))
 
@@ -153,6 +158,21 @@ def _check_device(x: Tensor) -> None:
             "kernel was built for CUDA; set it before the first import of triton to run on the CPU")
 
 
+def launch_args(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor, ln_w: Tensor,
+                ln_b: Tensor, out: Tensor, mini_batch: int, rev0: int) -> tuple[tuple[int, int], tuple, dict]:
+    """(grid, positional arguments, constexprs) of one kernel launch over n stacked directions.
+
+    Shapes as in `_launch`. Only shapes, strides and dtypes are read, so meta tensors give exactly
+    what the launcher would pass; scripts/compile_check.py compiles the kernel from this.
+    """
+    n, B, H, L, d = q.shape
+    args = (q, k, v, lr, out, tok, W0, b0, ln_w, ln_b,
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lr.stride(), *tok.stride(),
+            *W0.stride(), *b0.stride(), *ln_w.stride(), *ln_b.stride(),
+            H, L, rev0, B * H * n)
+    return (B * H, n), args, dict(D=d, MB=mini_batch, EMULATE=INTERPRETED, EPS_=EPS)
+
+
 def _launch(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
             ln_w: Tensor, ln_b: Tensor, mini_batch: int, rev0: int) -> Tensor:
     """Run the kernel over n stacked directions: q, k, v [n,B,H,L,d]; lr [n,B,H,L]; tok [n,mb]; params [n,H,...].
@@ -161,17 +181,11 @@ def _launch(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor
     a strided head dim); the output [n,B,H,L,d] is the only allocation.
     """
     _check_device(q)
-    n, B, H, L, d = q.shape
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if out.numel() == 0:
         return out
-    _kernel[(B * H, n)](
-        q, k, v, lr, out, tok, W0, b0, ln_w, ln_b,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lr.stride(), *tok.stride(),
-        *W0.stride(), *b0.stride(), *ln_w.stride(), *ln_b.stride(),
-        H, L, rev0, B * H * n,
-        D=d, MB=mini_batch, EMULATE=INTERPRETED, EPS_=EPS,
-    )
+    grid, args, constexprs = launch_args(q, k, v, lr, tok, W0, b0, ln_w, ln_b, out, mini_batch, rev0)
+    _kernel[grid](*args, **constexprs)
     return out
 
 
