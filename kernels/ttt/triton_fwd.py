@@ -129,15 +129,14 @@ def _ttt_linear_fwd_kernel(
 INTERPRETED: bool = not isinstance(_ttt_linear_fwd_kernel, JITFunction)
 
 # Launch configurations autotuning tries on the GPU, once per (head dim, mini-batch, length, grid
-# size, dtypes): a model built for one resolution and batch tunes once. From the ahead-of-time
-# compile (scripts/compile_check.py: sm_80, sm_89, sm_90, triton 3.6 and 3.9, see docs/kernels.md):
-# at d <= 64 in half precision, 4 warps hold the state in 234-255 registers per thread without
-# spilling (one program of 128 threads per 64K-register quarter... two per SM scheduler pair), 8
-# warps in 212-250; a 168-register cap (tried before) spills 60-192 B in every target, so it is
-# gone. In float32 at d = 64 the 4-warp configs spill about 1 KB per thread and only 8 warps fit;
-# at d = 128 every config spills (half: 80 B-1.4 KB; float32: 6-25 KB), so the kernel is unlikely
-# to be fast there. num_stages=1 turns off the prefetch of the next mini-batch's tiles. The
-# interpreter has no use for any of this.
+# size, dtypes): a model built for one resolution and batch tunes once. What they cost, from the
+# ahead-of-time compile (scripts/compile_check.py; sm_80/89/90, triton 3.6 and 3.9; table in
+# docs/kernels.md): in half precision at d <= 64 none spills; at d = 64, 4 warps take 230-255
+# registers per thread (two programs per SM) and 8 warps 212-255 (one per SM). A 168-register cap,
+# tried before, spilled 60-192 B there on every target and is gone. In float32 at d = 64 the 4-warp
+# configs spill about 1 KB per thread (8 warps: 0-780 B); at d = 128 nearly every config spills
+# (half precision up to 5.8 KB, float32 10-25 KB), so the kernel is unlikely to be fast there.
+# num_stages=1 turns off the prefetch of the next mini-batch's tiles. The interpreter uses none.
 _CONFIGS = [triton.Config({}, num_warps=4, num_stages=2), triton.Config({}, num_warps=4, num_stages=1),
             triton.Config({}, num_warps=8, num_stages=2)]
 _kernel = (_ttt_linear_fwd_kernel if INTERPRETED
