@@ -135,7 +135,7 @@ INTERPRETED: bool = not isinstance(_ttt_linear_fwd_kernel, JITFunction)
 # registers per thread (two programs per SM) and 8 warps 212-255 (one per SM). A 168-register cap,
 # tried before, spilled 60-192 B there on every target and is gone. In float32 at d = 64 the 4-warp
 # configs spill about 1 KB per thread (8 warps: 0-780 B); at d = 128 nearly every config spills
-# (half precision up to 5.8 KB, float32 10-25 KB), so the kernel is unlikely to be fast there.
+# (half precision up to 5.8 KB, float32 5-25 KB), so the kernel is unlikely to be fast there.
 # num_stages=1 turns off the prefetch of the next mini-batch's tiles. The interpreter uses none.
 _CONFIGS = [triton.Config({}, num_warps=4, num_stages=2), triton.Config({}, num_warps=4, num_stages=1),
             triton.Config({}, num_warps=8, num_stages=2)]
