@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import weakref
 
 import pytest
 import torch
@@ -156,6 +157,7 @@ def test_cpu_without_interpreter_fails_clearly():
         "from kernels.ttt import triton_fwd",
         "from bench.kernel_bench import make_ttt_inputs",
         "assert not triton_fwd.INTERPRETED and not torch.cuda.is_available()",
+        "assert triton_fwd._kernel.keys == ['D', 'MB', 'L', 'n_programs']  # the autotuner's key: grid size included",
         "x = [t[0] for t in make_ttt_inputs(1, 1, 16, 64, 16, torch.float32, 'cpu', n_dir=1)]",
         "try:",
         "    triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=False)",
@@ -191,9 +193,9 @@ def test_bytes_model_counts_inputs_and_output():
 
 def test_shapes_of_the_sweep():
     points = kb.shapes(kb.RESOLUTIONS, tuple(kb.SIZES))
-    assert sorted({p.tokens for p in points}) == [196, 576, 1024, 2304, 4096, 6400, 9216, 16384]
+    assert sorted({p.tokens for p in points}) == [196, 576, 1024, 1600, 2304, 4096, 6400, 9216, 16384]  # 640 px too
     assert {(p.size, p.heads) for p in points} == {("T", 3), ("S", 6), ("B", 12)}
-    assert len(points) == 24 and {p.batch for p in points} == {64} and {p.head_dim for p in points} == {64}
+    assert len(points) == 27 and {p.batch for p in points} == {64} and {p.head_dim for p in points} == {64}
     assert len(kb.shapes(kb.QUICK_RESOLUTIONS, kb.QUICK_SIZES)) < len(points)
 
 
@@ -224,6 +226,67 @@ def test_measure_rows_and_csv(tmp_path):
     import pandas as pd
 
     assert tuple(pd.read_csv(path).columns) == kb.COLUMNS
+
+
+def test_measure_turns_failures_into_rows_and_frees_memory_after_the_traceback(monkeypatch):
+    """An OOM (also cuBLAS's) or any other error in one mode is that mode's row; the other modes are
+    timed, and memory is released only once the failure's traceback (and the tensors its frames
+    hold) is gone."""
+    held = []  # weak references to a tensor that each failing call holds in its frame
+    released_after_free = []
+    monkeypatch.setattr(kb, "_release", lambda device: released_after_free.append(all(r() is None for r in held)))
+    failures = {  # made when raised: an exception kept here would keep its traceback alive
+        ("torch", "fwd"): lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        ("triton", "bidir_one_launch"): lambda: RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling "
+                                                             "`cublasCreate(handle)`"),
+        ("triton", "bidir_two_launches"): lambda: ValueError("a bug, not a lack of memory")}
+    modes = iter(kb.MODES)
+
+    def timer(fn):
+        backend, mode, _ = next(modes)
+        if (backend, mode) in failures:
+            scratch = torch.empty(1024)  # what a failed call leaves in its frame
+            held.append(weakref.ref(scratch))
+            raise failures[backend, mode]()
+        fn()
+        return 2.0
+
+    rows = kb.measure(kb.Shape("T", resolution=64, batch=1), "fp32", DEVICE, timer=timer)
+    got = {(r["backend"], r["mode"]): (r["status"], r.get("note", "")) for r in rows}
+    assert got["torch", "fwd"] == ("oom", "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert got["triton", "bidir_one_launch"][0] == "oom" and "CUBLAS_STATUS_ALLOC_FAILED" in got["triton", "bidir_one_launch"][1]
+    assert got["triton", "bidir_two_launches"] == ("error", "ValueError: a bug, not a lack of memory")
+    assert got["triton", "fwd"][0] == "ok"
+    assert "speedup" not in rows[1] and "speedup" not in rows[2]  # what they are taken against failed
+    assert released_after_free == [True, True, True]
+
+
+def test_measure_inputs_that_fail_give_rows(monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    monkeypatch.setattr(kb, "make_ttt_inputs", no_memory)
+    rows = kb.measure(kb.Shape("B", resolution=2048), "bf16", DEVICE, timer=lambda fn: 1.0)
+    assert [r["status"] for r in rows] == ["oom"] * 4 and rows[0]["note"].startswith("inputs: OutOfMemoryError")
+
+
+@pytest.mark.parametrize("batch", ["0", "-3"])
+def test_bench_rejects_a_bad_batch(tmp_path, capsys, batch):
+    out = tmp_path / "k.csv"
+    assert kb.main(["--out", str(out), "--batch", batch]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"kernel_bench: --batch must be >= 1, got {batch}" and not out.exists()
+
+
+def test_autotune_key_carries_the_grid():
+    """n_programs = B*H*directions is a kernel argument (the autotune key reads it): one launch over both
+    directions and two launches over one each are tuned apart."""
+    x = kb.make_ttt_inputs(64, 3, 196, 64, 16, torch.bfloat16, "meta")
+    out = torch.empty(x[0].shape, dtype=x[0].dtype, device="meta")
+    names = triton_fwd._ttt_linear_fwd_kernel.arg_names
+    for n in (1, 2):
+        grid, args, _ = triton_fwd.launch_args(*(t[:n] for t in x), out[:n], mini_batch=16, rev0=0)
+        assert grid == (64 * 3, n) and args[names.index("n_programs")] == 64 * 3 * n
 
 
 @pytest.mark.skipif(ON_GPU, reason="checks the refusal on a machine without CUDA")
