@@ -55,7 +55,11 @@ def test_ttt_linear_torch_fp32_inputs_ignore_autocast():
     torch.testing.assert_close(auto, plain, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+INTERPRETED = pytest.mark.skipif(not triton_fwd.INTERPRETED, reason="CPU autocast runs the Triton backend under "
+                                 "the interpreter; on a GPU, tests/test_gpu.py runs it under CUDA autocast")
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=INTERPRETED)])
 def test_ttt_linear_bidir_bf16_activations_ignore_autocast(backend):
     """bf16 q, k, v, lr with fp32 parameters (what a model under autocast passes): same result and
     dtype inside autocast as outside, on both backends (triton under the interpreter here)."""
@@ -130,7 +134,7 @@ def test_models_under_autocast(name, monkeypatch):
         assert seen[body] and not any(seen[body])  # fp32 run: False; autocast run: False inside the op
 
 
-@pytest.mark.skipif(not triton_fwd.INTERPRETED and not torch.cuda.is_available(), reason="needs the Triton interpreter")
+@INTERPRETED
 def test_vittt_triton_backend_matches_torch_under_autocast():
     torch.manual_seed(0)
     ref_model = create_model("vittt_t", img_size=64, depth=2, backend="torch").eval()

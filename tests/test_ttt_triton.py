@@ -85,18 +85,18 @@ def mixer_ttt_args(monkeypatch, img_size: int = 80) -> list[torch.Tensor]:
 
     def capture(*args):
         captured.extend(args[:9])
-        return torch.empty(args[0].shape, dtype=args[0].dtype)
+        return torch.empty(args[0].shape, dtype=args[0].dtype, device=args[0].device)
 
-    model = create_model("vittt_t", img_size=img_size, depth=1, dim=128, num_heads=2, backend="triton").eval()
+    model = create_model("vittt_t", img_size=img_size, depth=1, dim=128, num_heads=2, backend="triton")
     with monkeypatch.context() as m, torch.inference_mode():
         m.setattr(triton_fwd, "ttt_linear_bidir_triton", capture)
-        model(torch.randn(2, 3, img_size, img_size))
+        model.to(DEVICE).eval()(torch.randn(2, 3, img_size, img_size, device=DEVICE))
     return captured
 
 
 def test_bench_inputs_have_the_mixers_layout(monkeypatch):
     mixer = mixer_ttt_args(monkeypatch)
-    bench = kb.make_ttt_inputs(2, 2, 25, 64, 16, torch.float32, "cpu")
+    bench = kb.make_ttt_inputs(2, 2, 25, 64, 16, torch.float32, DEVICE)
     assert [t.shape for t in bench] == [t.shape for t in mixer]
     assert [t.stride() for t in bench] == [t.stride() for t in mixer]
 
