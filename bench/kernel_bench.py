@@ -7,10 +7,11 @@ flushed between runs):
     triton fwd                  ttt_linear_triton, one direction
     triton bidir_one_launch     ttt_linear_bidir_triton, both directions in one launch
     triton bidir_two_launches   ttt_linear_triton forward, then reverse: two launches
-Inputs have the layout the Vittt mixer passes (q, k strided in the head dim after its conv1d). Each row
-carries the achieved bandwidth under the bytes model (q, k, v, lr read once, out written once;
-the state and parameters are negligible), the FLOP rate and the fraction of the GPU's peak
-memory bandwidth. Without CUDA it writes nothing and exits with status 2.
+Inputs have the layout the Vittt mixer passes (q, k strided in the head dim after its conv1d).
+Each row carries the achieved bandwidth under the bytes model (q, k, v, lr read once, out written
+once; the state and parameters are negligible), the FLOP rate and the fraction of the GPU's peak
+memory bandwidth. A mode that fails is a row with status oom or error, and the run goes on.
+Without CUDA it writes nothing and exits with status 2.
 
     python -m bench.kernel_bench --out results/kernel_bench.csv [--quick]
 """
@@ -128,7 +129,9 @@ def make_ttt_inputs(B: int, H: int, L: int, d: int, mini_batch: int, dtype: torc
     g = None if meta else torch.Generator(device=device).manual_seed(seed)
 
     def randn(*shape: int, dt: torch.dtype = torch.float32) -> Tensor:
-        return torch.empty(*shape, device=device, dtype=dt) if meta else torch.randn(*shape, generator=g, device=device, dtype=dt)
+        if meta:
+            return torch.empty(*shape, device=device, dtype=dt)
+        return torch.randn(*shape, generator=g, device=device, dtype=dt)
 
     q, k = (randn(B, n_dir, H, d, L, dt=dtype).permute(1, 0, 2, 4, 3) for _ in range(2))  # [n,B,H,L,d]
     v = randn(B, L, n_dir, H, d, dt=dtype).permute(2, 0, 3, 1, 4)  # [n,B,H,L,d]

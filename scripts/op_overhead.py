@@ -61,10 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     meta = [t.to("meta") for t in make_ttt_inputs(B, H, L, d, MB, torch.float32, "cpu")]  # strides kept
     tiny = make_ttt_inputs(1, 1, 16, d, MB, torch.float32, "cpu")  # values unused: the launch is stubbed
-    x2, w2, b2 = torch.empty(B, D, 14, 14, device="meta"), torch.empty(D, 1, 3, 3, device="meta"), torch.empty(D, device="meta")
-    x1, w1, b1 = torch.empty(B, 2 * D, L, device="meta"), torch.empty(2 * D, 1, 4, device="meta"), torch.empty(2 * D, device="meta")
+    meta_empty = lambda *shape: torch.empty(*shape, device="meta")  # noqa: E731
+    x2, w2, b2 = meta_empty(B, D, 14, 14), meta_empty(D, 1, 3, 3), meta_empty(D)  # the mixer's conv2d
+    x1, w1, b1 = meta_empty(B, 2 * D, L), meta_empty(2 * D, 1, 4), meta_empty(2 * D)  # its causal conv1d (both directions)
     cases = {
-        "ttt_linear_bidir (meta, auto -> torch fake)": lambda c: kernels.ttt_linear_bidir(*meta, mini_batch=MB, check=c),
+        "ttt_linear_bidir (meta, auto -> torch fake)":
+            lambda c: kernels.ttt_linear_bidir(*meta, mini_batch=MB, check=c),
         "ttt_linear_bidir (cpu, triton, launch stubbed)":
             lambda c: kernels.ttt_linear_bidir(*tiny, mini_batch=MB, backend="triton", check=c),
         "depthwise_conv 2d 3x3 (meta)": lambda c: kernels.depthwise_conv(x2, w2, b2, [1, 1], check=c),

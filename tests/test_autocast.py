@@ -78,8 +78,8 @@ def test_selective_scan_reference_ignores_autocast(act_dtype):
     torch.testing.assert_close(auto, plain, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("x_shape, w_shape, padding", [((2, 6, 11), (6, 1, 4), [3]), ((2, 5, 7, 9), (5, 1, 3, 3), [1, 1])],
-                         ids=["1d", "2d"])
+@pytest.mark.parametrize("x_shape, w_shape, padding",
+                         [((2, 6, 11), (6, 1, 4), [3]), ((2, 5, 7, 9), (5, 1, 3, 3), [1, 1])], ids=["1d", "2d"])
 def test_depthwise_conv_computes_like_a_native_conv(x_shape, w_shape, padding):
     """fp32 inputs under bf16 autocast: the op casts to bf16 as F.conv1d/F.conv2d do, bit for bit."""
     x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])

@@ -75,7 +75,7 @@ def test_ttt_under_cuda_autocast_equals_outside(backend):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_depthwise_conv_under_cuda_autocast_is_the_native_conv(dtype):
-    x, w, b = torch.randn(2, 8, 9, 11, device="cuda"), torch.randn(8, 1, 3, 3, device="cuda"), torch.randn(8, device="cuda")
+    x, w, b = (torch.randn(*shape, device="cuda") for shape in ((2, 8, 9, 11), (8, 1, 3, 3), (8,)))
     with torch.autocast("cuda", dtype=dtype):
         out = kernels.depthwise_conv(x, w, b, [1, 1])
         ref = F.conv2d(x, w, b, padding=1, groups=8)
