@@ -108,7 +108,8 @@ def ttt_linear(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Ten
                ln_b: Tensor, *, mini_batch: int = 16, reverse: bool = False, backend: str = "auto",
                check: bool = True) -> Tensor:
     """TTT-Linear forward (DESIGN.md s.4): q, k, v [B,H,L,d]; lr [B,H,L]; tok [mini_batch]; W0 [H,d,d];
-    b0, ln_w, ln_b [H,d] -> [B,H,L,d] in q's dtype, computed in float32 (also under autocast).
+    b0, ln_w, ln_b [H,d] -> [B,H,L,d] in q's dtype. Computed in float32, also under autocast (the
+    Triton kernel feeds its matmuls q's dtype and accumulates in float32; docs/kernels.md).
     reverse=True scans from the end (flip L, op, flip L). check=False skips the argument checks, for
     a caller that ran them once for all its calls (a model at build): nothing else checks them."""
     args = (q, k, v, lr, tok, W0, b0, ln_w, ln_b)
