@@ -1,47 +1,61 @@
-"""Command line of `run_bench.py`: the sweep (default), `report CSV` and `compare BASE CUR`.
+"""Command line of `run_bench.py` / `vittt-bench`: the sweep (default), `report CSV` and `compare BASE CUR`.
 
-Every input is checked before anything is written: a bad one gets one line on stderr naming what
-was wrong and what is allowed, and exit status 2.
+Exit status: 0 when every point has a result (ok, oom and skipped are results), 1 when a point
+ended in error or timeout (or the suite itself failed: one line names the log with the traceback),
+2 for bad input (one line on stderr, checked before anything is measured or written), 130 on Ctrl-C.
 """
-
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
+import json
 import os
 import re
 import sys
+import tempfile
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
-from bench import env, timing
+from bench import argtypes, env, timing
+from bench.argtypes import PATCH
+from bench.point import METRICS
 from bench.schema import DEFAULT_RESOLUTIONS
-from bench.sweep import METRICS
 
-FIG6_MODELS = tuple(f"{family}_{size}" for family in ("deit", "vim", "vittt") for size in ("t", "s", "b"))
-# CPU defaults: a small batch, few repeats, speed only up to 640 px (where Vittt-T overtakes DeiT-T
-# on the CPU; counts go to 2048), so the main job (`--models vittt_t deit_t`) takes about 1-3 of its
-# 10 minutes on a 2-core machine; one thread, because on a shared 2-core machine two OpenMP
-# threads made timings swing by 30x (measured).
-GPU_DEFAULTS = {"batch_size": 64, "repeats": 10, "warmup": 3, "speed_max_res": None, "threads": None}
-CPU_DEFAULTS = {"batch_size": 2, "repeats": 3, "warmup": 1, "speed_max_res": 640, "threads": 1}
-PATCH = 16
+PROG = "run_bench.py"
+# Per device: batch, timing policy, resolution cap of fps/memory, CPU threads. On the CPU one thread
+# (two OpenMP threads on a shared 2-core machine made timings swing by 30x) and batch 1, so the main
+# job times DeiT-T and Vittt-T up to 1280 px in a few of its 10 minutes.
+DEFAULTS = {
+    "cuda": {"batch_size": 64, "policy": timing.GPU_POLICY, "speed_max_res": None, "threads": None},
+    "cpu": {"batch_size": 1, "policy": timing.CPU_POLICY, "speed_max_res": 1280, "threads": 1},
+}
+EXIT_OK, EXIT_FAILED_POINTS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 DESCRIPTION = """\
 Efficiency sweep of vision backbones over input resolution: FLOPs and parameters (fvcore, on the
-meta device), throughput (median FPS of timed repeats) and peak memory, one CSV row per point,
-then the report (Fig. 6 reproduction, FLOPs plot, paper claims). Subcommands: `report CSV`,
-`compare BASE CUR` (see `run_bench.py report --help`, `run_bench.py compare --help`).
+meta device), throughput (median FPS of time-based repeats) and peak memory (measured on a GPU,
+predicted on any machine), one CSV row per point, then the report (Fig. 6 reproduction, FLOPs
+plot, paper claims). Subcommands: `report CSV`, `compare BASE CUR` (see their --help).
 """
 
-EPILOG = f"""\
-defaults: on a GPU batch {GPU_DEFAULTS['batch_size']}, {GPU_DEFAULTS['repeats']} repeats after {GPU_DEFAULTS['warmup']} warm-up passes, every resolution.
-On the CPU batch {CPU_DEFAULTS['batch_size']}, {CPU_DEFAULTS['repeats']} repeats after {CPU_DEFAULTS['warmup']} warm-up, and fps/memory only up to
-{CPU_DEFAULTS['speed_max_res']} px (--speed-max-res), with {CPU_DEFAULTS['threads']} thread (--threads); above it only FLOPs/params are counted. CPU dtypes: fp32 and bf16
-(autocast); fp16 is refused on the CPU (no fast fp16 kernels there: the number would mean nothing).
-Re-running the same command resumes: points already in the CSV (same model, resolution, batch,
-dtype, device) are skipped. Example (the main job): python run_bench.py --models vittt_t deit_t
+
+def _epilog() -> str:
+    g, c = DEFAULTS["cuda"], DEFAULTS["cpu"]
+    gp, cp = g["policy"], c["policy"]
+    return f"""\
+defaults: on a GPU batch {g['batch_size']}, warm-up {gp.warmup_s:g} s, then timed forwards until {gp.min_repeats} calls and {gp.min_time_s:g} s
+(at most {gp.max_repeats}), every resolution, each point in its own process. On the CPU batch {c['batch_size']}, {c['threads']} thread,
+warm-up {cp.warmup_s:g} s, then until {cp.min_repeats} calls and {cp.min_time_s:g} s (at most {cp.max_repeats}), fps/memory up to {c['speed_max_res']} px
+(FLOPs beyond). Memory on the CPU: the process's RSS, and GPU memory predicted (mem_pred).
+Re-running the same command resumes: points with a result in the CSV measured in the same setting
+are skipped; a CSV measured in another setting (threads, timing, versions, ...) is left alone and
+the run goes to a file of its own (with --run NAME: refused).
+Exit status: 0 every point has a result (ok, oom, skipped), 1 a point ended in error or timeout,
+2 bad input, 130 interrupted. Example (the main job): {PROG} --models vittt_t deit_t
 """
 
 
@@ -49,83 +63,65 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (and exit status 2)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 class UsageError(ValueError):
     """A bad input found after parsing: reported like an argparse error."""
 
 
-def _resolution(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (allowed: multiples of {PATCH}, at least {PATCH}, e.g. 224 384 512)")
-    if value < PATCH or value % PATCH:
-        raise argparse.ArgumentTypeError(f"{value} is not a multiple of {PATCH} of at least {PATCH} (allowed e.g. 224 384 512)")
-    return value
+def build_parser(prog: str = PROG) -> OneLineParser:
+    parser = OneLineParser(prog=prog, description=DESCRIPTION, epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_argument_group("what to measure")
+    what.add_argument("--models", nargs="+", metavar="MODEL",
+                      help="registered names (see --list-models; 'all' = every one), or your own: pkg.module:factory, "
+                           "path/to/file.py:factory, timm:<name> (default: the paper's Fig. 6 models)")
+    what.add_argument("--preset", choices=("fig6",),
+                      help="fig6: the paper's figure (DeiT, DeiT-SDPA, Vim, Vittt at T/S/B), T size first; combine with --budget")
+    what.add_argument("--resolutions", nargs="+", type=argtypes.resolution, metavar="PX",
+                      help=f"input resolutions, multiples of {PATCH} (default: {' '.join(map(str, DEFAULT_RESOLUTIONS))})")
+    what.add_argument("--metrics", nargs="+", choices=METRICS, metavar="METRIC",
+                      help="flops (and params, meta device), fps, memory (measured), mem_pred (predicted GPU memory, "
+                           "no GPU needed) (default: all; flops needs fvcore)")
+    what.add_argument("--batch-size", type=argtypes.int_at_least(1), metavar="N",
+                      help=f"images per forward (default: {DEFAULTS['cuda']['batch_size']} on a GPU, {DEFAULTS['cpu']['batch_size']} on the CPU)")
+    what.add_argument("--dtype", choices=timing.DTYPES, default="fp32",
+                      help="fp32, or autocast to fp16/bf16 (weights stay fp32); fp16 is refused on the CPU (default: fp32)")
+    what.add_argument("--device", choices=env.DEVICES, default="auto", help="auto = cuda if available, else cpu")
+    what.add_argument("--gpu-model", metavar="NAME",
+                      help="GPU profile of mem_pred, e.g. h100 h200 a100 l40s (default: the measuring GPU's, else h100)")
+    how = parser.add_argument_group("how to time")
+    how.add_argument("--warmup-time", type=argtypes.seconds(False), metavar="S", help="warm-up seconds (at least one untimed forward; default: 1 GPU, 0.5 CPU)")
+    how.add_argument("--min-time", type=argtypes.seconds(False), metavar="S", help="timed forwards last at least this long (default: 2 GPU, 3 CPU)")
+    how.add_argument("--repeats", type=argtypes.int_at_least(1), metavar="N", help="fewest timed forwards (default: 10 GPU, 3 CPU)")
+    how.add_argument("--max-repeats", type=argtypes.int_at_least(1), metavar="N", help="most timed forwards (default: 1000 GPU, 100 CPU)")
+    how.add_argument("--noise-threshold", type=argtypes.fraction, default=timing.NOISY, metavar="F",
+                     help=f"flag a point noisy when its fps interquartile range exceeds this fraction of the median (default {timing.NOISY:g})")
+    how.add_argument("--speed-max-res", type=argtypes.int_at_least(1), metavar="PX",
+                     help=f"measure fps/memory only up to this resolution, count FLOPs beyond (default: none on a GPU, {DEFAULTS['cpu']['speed_max_res']} on the CPU)")
+    how.add_argument("--threads", type=argtypes.int_at_least(1), metavar="N", help="CPU threads for torch while timing (default 1; ignored on a GPU)")
+    how.add_argument("--tf32", choices=("on", "off"), default="off", help="TF32 for float32 matmuls and cuDNN (default off: true fp32)")
+    how.add_argument("--cuda-graphs", action="store_true", help="time replays of a captured CUDA graph (no launch overhead)")
+    how.add_argument("--lock-clocks", action="store_true", help="lock the GPU's SM clock at its maximum while timing (needs root; a line says when it cannot)")
+    how.add_argument("--allow-reference", action="store_true",
+                     help="on a GPU, also time models whose mixer would run a reference kernel (e.g. Vim without a fast scan)")
+    how.add_argument("--budget", type=argtypes.seconds(True), metavar="S",
+                     help="time budget: points predicted not to fit in what is left are skipped, with the reason in their row")
+    where = parser.add_argument_group("where results go")
+    where.add_argument("--out", default="results", metavar="DIR", help="results folder (default: results)")
+    where.add_argument("--reports", metavar="DIR", help="reports folder (default: reports/ beside the results folder)")
+    where.add_argument("--run", type=argtypes.run_name, metavar="NAME", help="run name: OUT/NAME.csv (default: from the device, models, dtype and metrics)")
+    run = parser.add_argument_group("how to run")
+    run.add_argument("--jobs", type=argtypes.int_at_least(1), default=os.cpu_count() or 1, metavar="N",
+                     help="processes that count FLOPs of count-only points in parallel (default: the CPU count)")
+    run.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                     help="each point in its own process, so a crash or hang loses only that point (default: on for cuda, off for cpu)")
+    run.add_argument("--timeout", type=argtypes.seconds(True), metavar="S", help="per-point time limit in seconds (status timeout); implies --isolate")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--list-models", action="store_true", help="print the registered models and exit")
+    from bench import cluster
 
-
-def _int_at_least(lowest: int):
-    """An argparse type: an integer of at least `lowest`."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer (allowed: a whole number of at least {lowest})")
-        if value < lowest:
-            raise argparse.ArgumentTypeError(f"{value} is not allowed (must be at least {lowest})")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed (must be more than 0 seconds)")
-    return value
-
-
-def _run_name(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed (letters, digits, '.', '_', '-')")
-    return text
-
-
-def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog="run_bench.py", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sweep = parser.add_argument_group("sweep")
-    sweep.add_argument("--models", nargs="+", metavar="NAME",
-                       help=f"models to sweep (see --list-models); 'all' = every registered model; default: the Fig. 6 set {' '.join(FIG6_MODELS)}")
-    sweep.add_argument("--resolutions", nargs="+", type=_resolution, metavar="PX",
-                       help=f"input resolutions, multiples of {PATCH} (default: {' '.join(map(str, DEFAULT_RESOLUTIONS))})")
-    sweep.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS),
-                       help="what to measure: flops (and params, meta device), fps, memory (default: all)")
-    sweep.add_argument("--batch-size", type=_int_at_least(1), metavar="N",
-                       help=f"images per forward (default: {GPU_DEFAULTS['batch_size']} on a GPU, {CPU_DEFAULTS['batch_size']} on the CPU)")
-    sweep.add_argument("--dtype", choices=timing.DTYPES, default="fp32",
-                       help="fp32, or autocast to fp16/bf16 (weights stay fp32); fp16 is refused on the CPU (default: fp32)")
-    sweep.add_argument("--device", choices=env.DEVICES, default="auto", help="auto = cuda if available, else cpu")
-    sweep.add_argument("--repeats", type=_int_at_least(1), metavar="N", help=f"timed repeats per point (default: {GPU_DEFAULTS['repeats']} GPU, {CPU_DEFAULTS['repeats']} CPU)")
-    sweep.add_argument("--warmup", type=_int_at_least(0), metavar="N", help=f"untimed forward passes first (default: {GPU_DEFAULTS['warmup']} GPU, {CPU_DEFAULTS['warmup']} CPU)")
-    sweep.add_argument("--speed-max-res", type=_int_at_least(1), metavar="PX",
-                       help=f"measure fps/memory only up to this resolution, count FLOPs beyond (default: none on a GPU, {CPU_DEFAULTS['speed_max_res']} on the CPU)")
-    sweep.add_argument("--threads", type=_int_at_least(1), metavar="N",
-                       help=f"CPU threads for torch during fps/memory (default: {CPU_DEFAULTS['threads']}, steady on a shared machine; ignored on a GPU)")
-    sweep.add_argument("--out", default="results", metavar="DIR", help="results folder (default: results)")
-    sweep.add_argument("--reports", metavar="DIR", help="reports folder (default: reports/ beside the results folder)")
-    sweep.add_argument("--run", type=_run_name, metavar="NAME", help="run name: results/NAME.csv (default: from device and models, so a re-run resumes)")
-    sweep.add_argument("--jobs", type=_int_at_least(1), default=os.cpu_count() or 1, metavar="N",
-                       help="processes that count FLOPs/params of count-only points in parallel; points that time the model run one at a time (default: the CPU count)")
-    sweep.add_argument("--isolate", action="store_true", help="measure each point in its own process (a crash or hang loses only that point)")
-    sweep.add_argument("--timeout", type=_positive_float, metavar="S", help="per-point time limit in seconds (status timeout); implies --isolate")
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sweep.add_argument("--list-models", action="store_true", help="print the registered models and exit")
+    cluster.add_arguments(parser)
 
     sub = parser.add_subparsers(dest="command", metavar="{report,compare}")
     report = sub.add_parser("report", help="report CSV: the figures and markdown report of a results CSV (measures nothing)")
@@ -138,65 +134,185 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-# ---- the sweep ------------------------------------------------------------------------------
+# ---- planning: everything is checked before anything is measured or written ------------------
 
-def _models(requested: Optional[list[str]]) -> list[str]:
+def shown(path: Path) -> str:
+    """A path as printed: relative to the working directory when below it, else absolute."""
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """UsageError unless `path` is a directory that can be written or can be created."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"{option} {shown(path)}: {shown(existing)} is a file, not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".vittt-write-test-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {shown(path)}: {shown(existing)} cannot be written ({exc.strerror or exc})")
+
+
+def _models(args: argparse.Namespace) -> list:
+    """The requested models as bench.models.ModelRef; timm models are skipped (with a line) where
+    timm does not import."""
+    from bench import families, models
     import vittt
 
-    available = vittt.list_models()
-    if requested is None:
-        return list(FIG6_MODELS)
-    names = [n for item in requested for n in item.split(",") if n.strip()]
-    if not names:
-        raise UsageError(f"--models: empty model list (available: all, {', '.join(available)})")
-    if names == ["all"]:
-        return available
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise UsageError(f"--models: unknown model {unknown[0]!r} (available: all, {', '.join(available)})")
-    return list(dict.fromkeys(names))
+    if args.preset and args.models:
+        raise UsageError("--preset fig6 chooses the models: give --models or --preset, not both")
+    if args.preset or not args.models:
+        names = list(families.preset_models() if args.preset else families.paper_models())
+    else:
+        names = [n.strip() for item in args.models for n in item.split(",") if n.strip()]
+        if not names:
+            raise UsageError(f"--models: empty model list (available: all, {', '.join(vittt.list_models())})")
+        names = [m for n in names for m in (vittt.list_models() if n == "all" else [n])]
+    refs = []
+    for name in dict.fromkeys(names):
+        try:
+            refs.append(models.parse(name))
+        except ImportError as exc:
+            print(f"skipping {name}: {exc}")
+        except ValueError as exc:
+            raise UsageError(f"--models: {exc}")
+    if not refs:
+        raise UsageError("--models: no model left to measure")
+    return refs
 
 
-def default_run_name(device: str, models: Sequence[str], metrics: Sequence[str] = METRICS) -> str:
-    """A name that only depends on the device, the models and the metrics, so the same command
-    resumes (and a FLOPs-only run is not taken for a finished full run)."""
+def _metrics(args: argparse.Namespace) -> list[str]:
+    have_fvcore = importlib.util.find_spec("fvcore") is not None
+    if args.metrics:
+        if "flops" in args.metrics and not have_fvcore:
+            raise UsageError("--metrics flops needs fvcore, which is not installed (pip install fvcore; or leave flops out)")
+        return list(dict.fromkeys(args.metrics))
+    if not have_fvcore:
+        print("fvcore is not installed: FLOPs are not counted (pip install fvcore to count them)")
+    return [m for m in METRICS if m != "flops" or have_fvcore]
+
+
+def default_run_name(device: str, models: Sequence[str], dtype: str, metrics: Sequence[str]) -> str:
+    """A name from the device, the models, the dtype and the metrics, so the same command resumes."""
+    from bench import families
     import vittt
 
-    if list(models) == list(FIG6_MODELS):
+    if list(models) == list(families.paper_models()):
         tag = "fig6"
+    elif list(models) == list(families.preset_models()):
+        tag = "fig6-preset"
     elif sorted(models) == vittt.list_models():
         tag = "all"
     else:
-        tag = "-".join(sorted(models))
+        tag = "-".join(sorted(re.sub(r"[^A-Za-z0-9._-]+", "_", m.rsplit("/", 1)[-1]) for m in models))
         if len(tag) > 60:
             tag = f"{len(models)}models-{hashlib.sha1(tag.encode()).hexdigest()[:8]}"
+    dtype_part = "" if dtype == "fp32" else f"-{dtype}"
     only = "" if set(metrics) == set(METRICS) else "-" + "-".join(m for m in METRICS if m in metrics)
-    return f"{device}-{tag}{only}"
+    return f"{device}-{tag}{dtype_part}{only}"
 
 
-def plan(args: argparse.Namespace):
+@dataclass
+class Plan:
+    points: list
+    csv_path: Path
+    reports: Path
+    isolate: bool
+    budget: Optional[float]
+    runner: object
+
+
+def _gpu_profile(args: argparse.Namespace, device: str, metrics: list[str]) -> str:
+    if "mem_pred" not in metrics:
+        return ""
+    from bench import memory_model
+
+    try:
+        return memory_model.profile_name(args.gpu_model or (env.device_name(device) if device == "cuda" else "h100"))
+    except ValueError as exc:
+        if args.gpu_model:
+            raise UsageError(f"--gpu-model: {exc}")
+        return memory_model.profile_name("h100")
+
+
+def plan(args: argparse.Namespace) -> Plan:
     """Validate the sweep arguments and build its points; raises UsageError, writes nothing."""
-    from bench import csvio, sweep
+    from bench import cluster, point, sweep
+    from bench.csvio import check_appendable
 
-    models = _models(args.models)
     try:
         device = env.resolve_device(args.device)
     except ValueError as exc:
         raise UsageError(str(exc))
-    if device == "cpu" and args.dtype == "fp16" and set(args.metrics) & set(sweep.SPEED_METRICS):
+    if device == "cpu" and args.dtype == "fp16":
         raise UsageError("--dtype fp16 is not supported on the CPU (allowed there: fp32, bf16)")
-    defaults = GPU_DEFAULTS if device == "cuda" else CPU_DEFAULTS
-    given = {name: default if getattr(args, name) is None else getattr(args, name) for name, default in defaults.items()}
-    resolutions = list(dict.fromkeys(args.resolutions or DEFAULT_RESOLUTIONS))
-    points = sweep.make_points(models, resolutions, dtype=args.dtype, device=device, metrics=args.metrics, **given)
-    run = args.run or default_run_name(device, models, args.metrics)
-    csv_path = Path(args.out) / f"{run}.csv"
+    if device == "cpu" and (args.cuda_graphs or args.lock_clocks):
+        raise UsageError(f"{'--cuda-graphs' if args.cuda_graphs else '--lock-clocks'} needs --device cuda")
+    refs = _models(args)
+    metrics = _metrics(args)
+    d = DEFAULTS[device]
+    policy = d["policy"]
     try:
-        csvio.check_header(csv_path)
+        policy = timing.TimingPolicy(
+            warmup_s=policy.warmup_s if args.warmup_time is None else args.warmup_time,
+            min_time_s=policy.min_time_s if args.min_time is None else args.min_time,
+            min_repeats=args.repeats or policy.min_repeats,
+            max_repeats=args.max_repeats or max(policy.max_repeats, args.repeats or 0))
+    except ValueError:
+        raise UsageError(f"--repeats {args.repeats} is more than --max-repeats {args.max_repeats}")
+    setting = point.make_setting(
+        device, policy, threads=(args.threads or d["threads"]) if device == "cpu" else None, cuda_graphs=args.cuda_graphs,
+        tf32=args.tf32 == "on", lock_clocks=args.lock_clocks, pred_gpu=_gpu_profile(args, device, metrics),
+        noise_threshold=args.noise_threshold)
+    resolutions = list(dict.fromkeys(args.resolutions or DEFAULT_RESOLUTIONS))
+    try:
+        points = point.make_points(refs, resolutions, batch_size=args.batch_size or d["batch_size"], dtype=args.dtype,
+                                   setting=setting, metrics=metrics,
+                                   speed_max_res=d["speed_max_res"] if args.speed_max_res is None else args.speed_max_res,
+                                   allow_reference=args.allow_reference)
+    except Exception as exc:  # a user's model that does not build on meta, or a bad config
+        raise UsageError(f"--models: {type(exc).__name__}: {' '.join(str(exc).split())}")
+    if args.preset:
+        from vittt.registry import SIZES
+
+        points = point.size_major(points, SIZES)
+    out = Path(args.out)
+    reports = Path(args.reports) if args.reports else out.absolute().parent / "reports"
+    check_writable_dir(out, "--out")
+    check_writable_dir(reports, "--reports")
+    run = args.run or default_run_name(device, [r.name for r in refs], args.dtype, metrics)
+    csv_path = out / f"{run}.csv"
+    try:
+        check_appendable(csv_path)
+        conflicts = sweep.plan_resume(points, csv_path).conflicts
+    except ValueError as exc:
+        if args.run:
+            raise UsageError(str(exc))
+        conflicts = [(None, str(exc))]
+    if conflicts:
+        p, diff = conflicts[0]
+        what = f"{p.label} measured in another setting ({diff})" if p else diff
+        if args.run:
+            raise UsageError(f"{shown(csv_path)} holds {what}: give another --run, or move the file")
+        identity = json.dumps([q.identity() for q in points], sort_keys=True)
+        alt = out / f"{run}-{hashlib.sha1(identity.encode()).hexdigest()[:6]}.csv"
+        print(f"{shown(csv_path)} holds {what}: this run goes to {shown(alt)}")
+        csv_path = alt
+    isolate = args.isolate if args.isolate is not None else device == "cuda"
+    isolate = isolate or args.timeout is not None
+    try:
+        runner = cluster.runner_from_args(args, job_dir=csv_path.with_suffix(".jobs"),
+                                          progress=lambda line: print(line, file=sys.stderr))
     except ValueError as exc:
         raise UsageError(str(exc))
-    reports = Path(args.reports) if args.reports else Path(args.out).resolve().parent / "reports"
-    return points, csv_path, reports
+    if runner and args.budget:
+        raise UsageError("--budget applies to a sweep on this machine, not to --slurm, --gpus or --collect")
+    return Plan(points, csv_path, reports, isolate, args.budget, runner and cluster.sweep_runner(runner, args.timeout))
 
 
 def _print_skipped(points) -> None:
@@ -205,36 +321,51 @@ def _print_skipped(points) -> None:
         if p.skip_speed:
             by_reason.setdefault(p.skip_speed, []).append(f"{p.model}@{p.resolution}")
     for reason, where in by_reason.items():
-        print(f"skipping fps/memory at {len(where)} points ({', '.join(where)}): {reason}; their FLOPs and params are still counted")
+        print(f"skipping fps/memory at {len(where)} points ({', '.join(where)}): {reason}; their other metrics are still measured")
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from bench import csvio, report, sweep
+    from bench import budget, report, sweep
 
-    points, csv_path, reports = plan(args)
-    isolate = args.isolate or args.timeout is not None
-    first = points[0]
-    print(f"sweep: {len(points)} points ({len({p.model for p in points})} models x {len({p.resolution for p in points})} resolutions) "
-          f"on {first.device}, batch {first.batch_size}, {first.dtype}, metrics {' '.join(first.metrics)}"
-          + (", each point in its own process" if isolate else "") + (f", timeout {args.timeout:g} s" if args.timeout else ""))
-    _print_skipped(points)
-    done = csvio.done_keys(csv_path)
-    resumed = sum(p.key in done for p in points)
-    if resumed:
-        print(f"resuming {csv_path}: {resumed} points already measured are skipped")
+    p = plan(args)
+    first = p.points[0]
+    s = first.setting
+    print(f"sweep: {len(p.points)} points ({len({q.model for q in p.points})} models x {len({q.resolution for q in p.points})} resolutions) "
+          f"on {first.device} ({s.device_name}), batch {first.batch_size}, {first.dtype}, metrics {' '.join(dict.fromkeys(m for q in p.points for m in q.metrics))}"
+          + (", each point in its own process" if p.isolate else "") + (f", timeout {args.timeout:g} s" if args.timeout else "")
+          + (f", budget {p.budget:g} s" if p.budget else ""))
+    _print_skipped(p.points)
+    resume = sweep.plan_resume(p.points, p.csv_path)
+    if resume.done:
+        print(f"resuming {shown(p.csv_path)}: {len(resume.done)} points already measured in this setting are skipped")
     start = time.perf_counter()
     try:
-        counts = sweep.run_sweep(points, csv_path, isolate=isolate, timeout=args.timeout, progress=not args.no_progress,
-                                 workers=args.jobs)
+        counts = sweep.run_sweep(p.points, p.csv_path, isolate=p.isolate, timeout=args.timeout, progress=not args.no_progress,
+                                 workers=args.jobs, budget=budget.Budget(p.budget) if p.budget else None, runner=p.runner)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the rows measured so far are in {csv_path}; run the same command again to resume", file=sys.stderr)
-        return 130
-    statuses = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != "resumed" and n)
-    print(f"measured {sum(n for s, n in counts.items() if s != 'resumed')} points in {time.perf_counter() - start:.0f} s ({statuses or 'none new'})")
-    print(f"results: {csv_path}")
-    for path in report.write_report(csv_path, reports).values():
-        print(f"report:  {path}")
-    return 0
+        print(f"\ninterrupted: the rows measured so far are in {shown(p.csv_path)}; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except sweep.StickyCudaError as exc:
+        print(f"{PROG}: stopped: a CUDA error left this process's GPU context unusable at {exc}; rows so far are in "
+              f"{shown(p.csv_path)}; run with --isolate (each point in its own process) to go on past it", file=sys.stderr)
+        return EXIT_FAILED_POINTS
+    except (RuntimeError, ValueError) as exc:
+        if p.runner is None:  # not a cluster's refusal: a bug, reported by main
+            raise
+        # the cluster runner's: sbatch refused the array, the job folder is locked, accounting went away
+        print(f"{PROG}: stopped: {sweep.one_line(exc)}; rows so far are in {shown(p.csv_path)}", file=sys.stderr)
+        return EXIT_FAILED_POINTS
+    measured = sum(n for k, n in counts.items() if k != "resumed")
+    statuses = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if k != "resumed" and n)
+    print(f"measured {measured} points in {time.perf_counter() - start:.0f} s ({statuses or 'none new'})")
+    print(f"results: {shown(p.csv_path)}")
+    for path in report.write_report(p.csv_path, p.reports, measured=measured).values():
+        print(f"report:  {shown(path)}")
+    failed = counts["error"] + counts["timeout"]
+    if failed:
+        print(f"{failed} point(s) ended in error or timeout (see their notes in {shown(p.csv_path)}); exit status 1", file=sys.stderr)
+        return EXIT_FAILED_POINTS
+    return EXIT_OK
 
 
 def list_models_command() -> int:
@@ -243,25 +374,35 @@ def list_models_command() -> int:
     for name in vittt.list_models():
         cfg = vittt.get_config(name)
         print(f"{name:20s} family {cfg.family:6s} size {cfg.size}  dim {cfg.dim}  depth {cfg.depth}")
-    return 0
+    print("your own models: pkg.module:factory, path/to/file.py:factory or timm:<name> (see README, 'Profile your own model')")
+    return EXIT_OK
 
 
 def report_command(args: argparse.Namespace) -> int:
     from bench import report
 
     if not args.csv.is_file():
-        raise UsageError(f"report: {args.csv} is not a file (give a results CSV, e.g. results/<run>.csv)")
+        raise UsageError(f"report: {shown(args.csv)} is not a file (give a results CSV, e.g. results/<run>.csv)")
     try:
         written = report.write_report(args.csv, args.report_dir)
     except ValueError as exc:
         raise UsageError(f"report: {exc}")
     for path in written.values():
-        print(f"report: {path}")
-    return 0
+        print(f"report: {shown(path)}")
+    return EXIT_OK
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+def _crash(exc: BaseException) -> int:
+    """A bug: one line on stderr naming a log that holds the traceback."""
+    fd, log = tempfile.mkstemp(prefix="vittt-bench-error-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        traceback.print_exception(exc, file=f)
+    print(f"{PROG}: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (traceback in {log})", file=sys.stderr)
+    return EXIT_FAILED_POINTS
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         if args.command == "compare":
@@ -275,3 +416,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_sweep_command(args)
     except UsageError as exc:
         parser.error(str(exc))
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # no traceback reaches the user
+        return _crash(exc)
+
+
+def console() -> int:
+    """The `vittt-bench` console script: the same as `python run_bench.py`."""
+    return main(prog="vittt-bench")

@@ -1,10 +1,14 @@
-"""Regression gate: compare two results CSVs point by point (DESIGN.md s.5-6).
+"""Regression gate: compare two results CSVs point by point.
 
-Points are matched on `schema.KEY`. Counted metrics (params, flops, flops_analytic) are
-deterministic, so any change in either direction is flagged: a baseline is refreshed on
-purpose, never drifted into. Measured metrics get a relative tolerance; for fps the
-allowance is widened to the noise both runs measured (`fps_spread`), so noise alone never
-fails the gate. `python run_bench.py compare BASE.csv CUR.csv` exits 1 on a regression.
+Points are matched on `schema.KEY`. Counted metrics (params, FLOPs, predicted and analytic memory)
+are deterministic, so any change in either direction fails, and so does a count the baseline has
+and the current run lacks: a baseline is refreshed on purpose, never drifted into. Measured
+metrics are compared only between rows measured in the same setting (kernel backend, threads,
+timing policy, precision: a difference there fails as "not comparable") on the same device model
+(a different one is refused unless `across_devices`); they get a relative tolerance, and fps's is
+widened to the noise both runs measured (`fps_iqr`), so noise alone never fails the gate.
+A setting column an older file lacks reads as unknown: it matches anything, and a note says so.
+`python run_bench.py compare BASE.csv CUR.csv` exits 1 on a regression, 2 on unreadable input.
 """
 from __future__ import annotations
 
@@ -18,30 +22,38 @@ from typing import Any
 
 import pandas as pd
 
+from bench import csvio
 from bench.schema import KEY
 
-# Counted on the meta device: must be equal.
-EXACT = ("params", "flops", "flops_analytic")
+# Counted (meta device) or predicted (deterministic): must be equal.
+EXACT = ("params", "flops", "flops_analytic", "pred_peak_mem_mib", "pred_requested_mib", "pred_reserved_mib", "mem_analytic_mib")
+PREDICTED = ("pred_peak_mem_mib", "pred_requested_mib", "pred_reserved_mib")
 # Measured: relative tolerance, in the direction that hurts.
 HIGHER_IS_BETTER = ("fps",)
-LOWER_IS_BETTER = ("peak_mem_mib", "reserved_mem_mib", "nvml_used_mib", "rss_peak_mib")
+LOWER_IS_BETTER = ("peak_mem_mib", "requested_mem_mib", "reserved_mem_mib", "nvml_used_mib", "rss_peak_mib", "energy_j_per_img")
 TOLERANT = HIGHER_IS_BETTER + LOWER_IS_BETTER
-# Measured run-to-run noise of a metric: (max - min) / median over its repeats.
-SPREAD_OF = {"fps": "fps_spread"}
+# Measured run-to-run noise of a metric: the interquartile range over the median (older files: max-min spread).
+SPREAD_OF = {"fps": ("fps_iqr", "fps_spread")}
 DEFAULT_TOL = 0.05
-# Environment columns whose difference between the two files is worth a note.
-ENV_COLUMNS = ("gpu_name", "driver", "cuda", "torch", "triton", "mamba_ssm")
+# Setting columns under which measured values are like for like (device_name is checked on its own).
+MEASURING = ("backend", "threads", "warmup_s", "min_time_s", "min_repeats", "max_repeats", "cuda_graphs", "tf32", "lock_clocks")
+# Columns whose difference between the two files is worth a note.
+ENV_COLUMNS = ("torch", "triton", "mamba_ssm", "cuda", "driver")
+
+
+class DeviceMismatch(ValueError):
+    """Measured rows of two different device models: refused unless across_devices."""
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One compared metric (or the status, or the presence) of one point."""
+    """One compared metric (or the status, the setting, or the presence) of one point."""
 
     point: tuple[str, ...]  # KEY values, as strings
-    metric: str  # a metric column, "status", or "point" (present in one file only)
+    metric: str  # a metric column, "status", "setting", or "point" (present in one file only)
     base: Any
     cur: Any
-    verdict: str  # equal|within|improved|regressed|changed|not compared|missing|new|fixed|status changed
+    verdict: str  # equal|within|improved|regressed|changed|missing|new|fixed|status changed|not comparable
     fails: bool = False
     change: float | None = None  # (cur - base) / base
     limit: float | None = None  # allowed relative change, signed the way that hurts: max(tolerance, noise)
@@ -53,9 +65,12 @@ class Finding:
         if self.metric == "point":
             where = "missing in current" if self.verdict == "missing" else "new in current"
             return f"{label}: {where} {context}"
-        if self.verdict == "not compared":
-            side = "baseline" if _empty(self.base) else "current"
-            return f"{label}: {self.metric} not compared (empty in {side}) {context}"
+        if self.verdict == "missing" and self.cur is None:
+            return f"{label}: {self.metric} {_fmt(self.base)} in the baseline, missing in current {context}"
+        if self.verdict == "new":
+            return f"{label}: {self.metric} new in current ({_fmt(self.cur)}) {context}"
+        if self.verdict == "not comparable":
+            return f"{label}: measured in another setting ({self.cur}): its measurements are not comparable {context}"
         text = f"{label}: {self.metric} {_fmt(self.base)} -> {_fmt(self.cur)}"
         if self.change is not None:
             allowed = f", allowed {_pct(self.limit)}" if self.limit is not None else ""
@@ -97,13 +112,15 @@ def compare_frames(
     default_tol: float = DEFAULT_TOL,
     spread_k: float = 1.0,
     allow_missing: bool = False,
+    across_devices: bool = False,
     **tolerances: float,
 ) -> CompareResult:
-    """Compare every point of `cur` with the same KEY in `base`.
+    """Compare every point of `cur` with the same KEY in `base` (frames from `load_results`).
 
     tolerances: relative, per metric of TOLERANT (e.g. fps=0.1, peak_mem_mib=0.02); others get
-    `default_tol`. The fps allowance is max(tol, spread_k * hypot(spread_base, spread_cur)):
-    the noise of a difference of two independent runs adds in quadrature.
+    `default_tol`. The fps allowance is max(tol, spread_k * hypot(iqr_base, iqr_cur)): the noise of
+    a difference of two independent runs adds in quadrature. Raises DeviceMismatch when a point was
+    measured on different device models in the two files, unless `across_devices`.
     """
     for name, value in tolerances.items():
         if name not in TOLERANT:
@@ -113,23 +130,55 @@ def compare_frames(
             raise ValueError(f"tolerance for {name} must be >= 0, got {value}")
     tol = {m: tolerances.get(m, default_tol) for m in TOLERANT}
     base_rows, cur_rows = _index(base, "baseline"), _index(cur, "current")
+    notes = _env_notes(base, cur) + _unknown_notes(base, "baseline") + _unknown_notes(cur, "current")
 
     findings: list[Finding] = []
+    devices: set[tuple[str, str]] = set()
     for point, b in base_rows.items():
         c = cur_rows.get(point)
         if c is None:
             findings.append(Finding(point, "point", "present", "absent", "missing", fails=not allow_missing))
         else:
-            findings += _compare_point(point, b, c, tol, spread_k, allow_missing)
+            findings += _compare_point(point, b, c, tol, spread_k, allow_missing, devices)
     findings += [Finding(p, "point", "absent", "present", "new") for p in cur_rows if p not in base_rows]
-    return CompareResult(findings, _env_notes(base, cur))
+    if devices and not across_devices:
+        b, c = sorted(devices)[0]
+        raise DeviceMismatch(f"the files were measured on different devices ({b} -> {c}); compare them with --across-devices "
+                             "if that is what you want")
+    notes += [f"compared across devices: {b} -> {c}" for b, c in sorted(devices)]
+    return CompareResult(findings, notes)
 
 
-def _compare_point(point, b: dict, c: dict, tol: dict, spread_k: float, allow_missing: bool) -> list[Finding]:
-    """Counts are compared whatever the status; measurements only when both runs are ok."""
+def _setting_diff(b: dict, c: dict, columns) -> str:
+    """'threads 1 -> 2, ...' over the columns both rows know (an unknown one matches anything)."""
+    diff = []
+    for col in columns:
+        vb, vc = _text(b.get(col)), _text(c.get(col))
+        if vb != vc and csvio.UNKNOWN not in (vb, vc):
+            diff.append(f"{col} {vb or '-'} -> {vc or '-'}")
+    return ", ".join(diff)
+
+
+def _compare_point(point, b: dict, c: dict, tol: dict, spread_k: float, allow_missing: bool,
+                   devices: set) -> list[Finding]:
+    """Counts are compared whatever the status; measurements only when both runs are ok and were
+    measured alike."""
     sb, sc = _status(b), _status(c)
-    metrics = EXACT + TOLERANT if sb == sc == "ok" else EXACT
-    out = [f for m in metrics if (f := _compare_metric(point, m, b, c, tol.get(m), spread_k))]
+    predicted_alike = not _setting_diff(b, c, ("pred_gpu",))
+    out = [f for m in EXACT if (m not in PREDICTED or predicted_alike)
+           and (f := _compare_metric(point, m, b, c, None, spread_k, allow_missing))]
+    if not predicted_alike:
+        out.append(Finding(point, "setting", None, _setting_diff(b, c, ("pred_gpu",)), "not comparable", fails=True))
+    if sb == sc == "ok" and any(_number(b.get(m)) is not None and _number(c.get(m)) is not None for m in TOLERANT):
+        if _setting_diff(b, c, ("device_name",)):
+            devices.add((_text(b.get("device_name")), _text(c.get("device_name"))))
+        diff = _setting_diff(b, c, MEASURING)
+        if diff:
+            out.append(Finding(point, "setting", None, diff, "not comparable", fails=True))
+        else:
+            out += [f for m in TOLERANT if (f := _compare_metric(point, m, b, c, tol.get(m), spread_k, allow_missing))]
+    elif sb == sc == "ok":
+        out += [f for m in TOLERANT if (f := _compare_metric(point, m, b, c, tol.get(m), spread_k, allow_missing))]
     if sb == "ok" != sc:  # it ran before: skipped now is a missing point, anything else a regression
         missing = sc == "skipped"
         out.append(Finding(point, "status", sb, sc, "missing" if missing else "regressed",
@@ -140,20 +189,31 @@ def _compare_point(point, b: dict, c: dict, tol: dict, spread_k: float, allow_mi
     return out
 
 
-def _compare_metric(point, metric: str, brow: dict, crow: dict, tol: float | None, spread_k: float) -> Finding | None:
-    """EXACT metrics must be equal; TOLERANT ones may move by `tol` (fps: or by the measured noise)."""
+def _spread(row: dict, metric: str) -> float:
+    for column in SPREAD_OF.get(metric, ()):
+        value = _number(row.get(column))
+        if value is not None:
+            return value
+    return 0.0
+
+
+def _compare_metric(point, metric: str, brow: dict, crow: dict, tol: float | None, spread_k: float,
+                    allow_missing: bool) -> Finding | None:
+    """EXACT metrics must be equal; TOLERANT ones may move by `tol` (fps: or by the measured noise).
+    A value the baseline has and the current run lacks fails (unless allow_missing)."""
     b, c = _number(brow.get(metric)), _number(crow.get(metric))
     if b is None and c is None:
         return None
-    if b is None or c is None:
-        return Finding(point, metric, b, c, "not compared")
+    if c is None:
+        return Finding(point, metric, b, None, "missing", fails=not allow_missing)
+    if b is None:
+        return Finding(point, metric, None, c, "new")
     change = _rel(b, c)
     if metric in EXACT:
         return Finding(point, metric, b, c, "equal" if b == c else "changed", fails=b != c, change=change)
     limit = tol
     if metric in SPREAD_OF:
-        spreads = [_number(r.get(SPREAD_OF[metric])) or 0.0 for r in (brow, crow)]
-        limit = max(tol, spread_k * math.hypot(*spreads))
+        limit = max(tol, spread_k * math.hypot(_spread(brow, metric), _spread(crow, metric)))
     worse = -change if metric in HIGHER_IS_BETTER else change  # > 0: got worse
     verdict = "regressed" if worse > limit else "improved" if worse < -limit else "within"
     signed_limit = -limit if metric in HIGHER_IS_BETTER else limit
@@ -174,13 +234,22 @@ def _index(df: pd.DataFrame, which: str) -> dict[tuple[str, ...], dict]:
     return rows
 
 
+def _text(v) -> str:
+    return "" if _empty(v) else str(v).strip()
+
+
 def _env_notes(base: pd.DataFrame, cur: pd.DataFrame) -> list[str]:
     notes = []
     for col in ENV_COLUMNS:
-        b, c = (sorted({str(v) for v in df.get(col, pd.Series(dtype=object)) if not _empty(v)}) for df in (base, cur))
+        b, c = (sorted({_text(v) for v in df.get(col, pd.Series(dtype=object)) if not _empty(v)}) for df in (base, cur))
         if b != c:
             notes.append(f"{col} differs: {', '.join(b) or '-'} -> {', '.join(c) or '-'}")
     return notes
+
+
+def _unknown_notes(frame: pd.DataFrame, which: str) -> list[str]:
+    missing = frame.attrs.get("missing_columns") or []
+    return [f"{which} has no {', '.join(missing)} column(s) (an older file): read as unknown, matching anything"] if missing else []
 
 
 def _status(row: dict) -> str:
@@ -283,8 +352,15 @@ def format_table(result: CompareResult, fmt: str = "text") -> str:
 # ---- command line -------------------------------------------------------------------------
 
 def load_results(path: str | Path) -> pd.DataFrame:
-    """A results CSV with every cell as text; empty cells stay empty strings."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    """A results CSV (any version of the suite's) as csvio reads it; missing identity columns read
+    as "unknown"."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    frame = csvio.read_frame(path)
+    for column in frame.attrs["missing_columns"]:
+        frame[column] = csvio.UNKNOWN
+    return frame
 
 
 def _tolerance(text: str) -> tuple[str | None, float]:
@@ -313,7 +389,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="fps may drop by K x the combined measured fps_spread of both runs when that exceeds "
                              "the tolerance (default 1)")
     parser.add_argument("--allow-missing", action="store_true",
-                        help="points of the baseline absent (or skipped) in the current run do not fail")
+                        help="points (and values) of the baseline absent in the current run do not fail")
+    parser.add_argument("--across-devices", action="store_true",
+                        help="compare measurements made on different device models (refused otherwise); the output says so")
     parser.add_argument("--format", choices=("text", "markdown"), default="text",
                         help="markdown: for a pull-request comment")
 
@@ -329,7 +407,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         base, cur = load_results(args.baseline), load_results(args.current)
         result = compare_frames(base, cur, default_tol=default_tol, spread_k=args.spread_k,
-                                allow_missing=args.allow_missing, **per_metric)
+                                allow_missing=args.allow_missing, across_devices=args.across_devices, **per_metric)
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         print(f"compare: {e}", file=sys.stderr)
         return 2

@@ -1,19 +1,30 @@
-"""Where a measurement ran: the device to use and the environment columns of every CSV row.
+"""Where a measurement runs: the device to use, its name, the versions, the commit.
 
-Nothing here initialises CUDA at import; torch is imported lazily so a light process (the
-`--isolate` worker's parent, the report) does not pay for it unless it asks a device question.
+Nothing here creates a CUDA context: the sweep's parent process reads GPU facts through NVML
+(`PYTORCH_NVML_BASED_CUDA_CHECK=1` makes torch.cuda.is_available() ask NVML too), so NVML's
+used memory of later points never counts a context of the parent. torch is imported lazily.
 """
-
 from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
+import platform
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda")
 REPO_ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+
+
+def child_pythonpath() -> str:
+    """PYTHONPATH for a child process: this checkout first, then this process's path, so the child
+    imports the same code (and measuring functions defined in test modules) as its parent."""
+    import sys
+
+    return os.pathsep.join([str(REPO_ROOT), *filter(None, sys.path)])
 
 
 def cuda_available() -> bool:
@@ -43,6 +54,7 @@ def package_version(dist: str) -> str:
         return ""
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit(repo: Path = REPO_ROOT) -> str:
     """Short commit of the checkout, with "-dirty" when tracked files differ from it; "" outside git."""
     def git(*args: str) -> str:
@@ -55,39 +67,66 @@ def git_commit(repo: Path = REPO_ROOT) -> str:
         return ""
 
 
-def nvml_driver_version() -> str:
+@functools.lru_cache(maxsize=None)
+def cpu_name() -> str:
+    """The CPU model string (/proc/cpuinfo's "model name"), or what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _nvml_handle(nvml, cuda_index: int):
+    """The NVML handle of the GPU that CUDA calls `cuda_index`, honouring CUDA_VISIBLE_DEVICES
+    (NVML itself ignores it)."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if cuda_index < len(visible):
+        entry = visible[cuda_index]
+        return nvml.nvmlDeviceGetHandleByIndex(int(entry)) if entry.isdigit() else nvml.nvmlDeviceGetHandleByUUID(entry)
+    return nvml.nvmlDeviceGetHandleByIndex(cuda_index)
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_facts(cuda_index: int = 0) -> dict[str, str]:
+    """{"name", "driver"} of a GPU from NVML (no CUDA context); empty strings where NVML fails."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        try:
-            version = pynvml.nvmlSystemGetDriverVersion()
-        finally:
-            pynvml.nvmlShutdown()
-        return version.decode() if isinstance(version, bytes) else str(version)
-    except Exception:  # no driver, no library, no permission: the cell stays empty
-        return ""
+        handle = _nvml_handle(pynvml, cuda_index)
+        name, driver = pynvml.nvmlDeviceGetName(handle), pynvml.nvmlSystemGetDriverVersion()
+        return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in (("name", name), ("driver", driver))}
+    except Exception:  # no driver, no library, no permission
+        return {"name": "", "driver": ""}
+
+
+def device_name(device: str) -> str:
+    """The model of the device a run measures on: the GPU's name, or the CPU's."""
+    if device == "cuda":
+        return gpu_facts().get("name") or "unknown GPU (NVML unavailable)"
+    return cpu_name()
 
 
 @functools.lru_cache(maxsize=None)
-def environment(device: str) -> dict[str, str]:
-    """The environment columns (schema) for rows measured on `device` ("cpu" or "cuda"); cached,
-    the timestamp is added per row by `timestamp()`."""
+def versions(device: str) -> dict[str, str]:
+    """The version columns of a row's setting."""
     import torch
 
-    env = {
-        "gpu_name": "",
-        "driver": "",
-        "cuda": torch.version.cuda or "",
+    return {
         "torch": torch.__version__,
         "triton": package_version("triton"),
         "mamba_ssm": package_version("mamba_ssm") or package_version("mamba-ssm"),
-        "git_commit": git_commit(),
+        "cuda": torch.version.cuda or "",
+        "driver": gpu_facts()["driver"] if device == "cuda" else "",
     }
-    if device == "cuda":
-        env["gpu_name"] = torch.cuda.get_device_name(torch.cuda.current_device())
-        env["driver"] = nvml_driver_version()
-    return env
+
+
+def environment(device: str) -> dict[str, str]:
+    """Versions, GPU name and driver and commit, for result files other than the sweep's (the kernel benchmark)."""
+    return {**versions(device), "gpu_name": device_name(device) if device == "cuda" else "", "git_commit": git_commit()}
 
 
 def timestamp() -> str:

@@ -1,4 +1,4 @@
-"""FLOPs per image with fvcore, traced on the meta device (DESIGN.md s.5).
+"""FLOPs per image with fvcore, traced on the meta device (docs/conventions.md).
 
 fvcore counts one fused multiply-add as one FLOP (the paper's unit). It has no handle for
 SDPA nor for this project's custom ops (`vittt_bench::*`, one traced node each), so
@@ -24,11 +24,13 @@ with warnings.catch_warnings():  # importing fvcore.nn scripts its losses with t
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn.jit_handles import get_shape
 
-from bench.analytic import analytic_flops
+from bench.families import analytic_flops
+from bench.models import ModelRef, family_of, param_count
 from kernels.conv import depthwise_conv_flops
 from kernels.selective_scan import selective_scan_flops
 from kernels.ttt import ttt_linear_flops
 from vittt import create_model
+from vittt.registry import ModelConfig
 
 CUSTOM_NAMESPACE = "vittt_bench::"
 
@@ -156,25 +158,39 @@ def _format_unsupported(unsupported: dict[str, int]) -> str:
     return ";".join(f"{op}:{n}" for op, n in sorted(unsupported.items()))
 
 
-def count_model(model: nn.Module) -> dict:
-    """The FLOP-related CSV fields of a model built (on meta) by `vittt.create_model`."""
-    cfg = model.cfg
-    counted = count_flops(model, cfg.img_size)
-    analytic = int(analytic_flops(cfg))
-    return {
-        "model": cfg.name,
-        "family": cfg.family,
-        "resolution": cfg.img_size,
-        "tokens": cfg.num_patches,
-        "params": sum(p.numel() for p in model.parameters()),
-        "flops": counted.total,
-        "flops_analytic": analytic,
-        "flops_rel_diff": (counted.total - analytic) / analytic,
-        "unsupported_ops": _format_unsupported(counted.unsupported),
-    }
+def count_model(model: nn.Module, img_size: int) -> dict:
+    """The FLOP fields of a CSV row for `model` at `img_size` (built on meta, or on the CPU): params,
+    counted FLOPs, the unsupported ops and, for a family with a spec, the analytic FLOPs."""
+    counted = count_flops(model, img_size)
+    fields = {"params": param_count(model), "flops": counted.total, "unsupported_ops": _format_unsupported(counted.unsupported)}
+    cfg = getattr(model, "cfg", None)
+    analytic = analytic_flops(cfg) if isinstance(cfg, ModelConfig) else None
+    if analytic is None:
+        fields["note"] = f"flops_analytic: no analytic formula for family {family_of(model)!r}"
+    else:
+        fields.update(flops_analytic=analytic, flops_rel_diff=(counted.total - analytic) / analytic)
+    return fields
+
+
+def count_reference(ref: ModelRef, img_size: int) -> dict:
+    """`count_model` of a sweep's model, traced on meta. A model of another origin that cannot be
+    traced there (torch 2.13's trace fails on meta for nn.Conv2d) is traced again on the CPU with a
+    real image, and the note says so; the package's own models always trace on meta."""
+    with torch.device("meta"):
+        model = ref.build(img_size)
+    try:
+        return count_model(model, img_size)
+    except Exception as exc:
+        if ref.registered:
+            raise
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+    torch.manual_seed(0)
+    fields = count_model(ref.build(img_size), img_size)
+    fields["note"] = "; ".join(filter(None, [fields.get("note"), f"FLOPs traced on the CPU (on meta: {reason})"]))
+    return fields
 
 
 def count_point(name: str, img_size: int, **overrides) -> dict:
-    """`count_model` of a model built on meta for one (model, resolution) point."""
+    """`count_model` of a registered model built on meta for one (model, resolution) point."""
     with torch.device("meta"):
-        return count_model(create_model(name, img_size, **overrides))
+        return count_model(create_model(name, img_size, **overrides), img_size)

@@ -1,16 +1,16 @@
-"""Peak memory of a measured point, in MiB.
+"""Peak memory of a measured point, in MiB, taken in a pass of its own (one untimed forward).
 
-- GPU: the caching allocator's peaks (`max_memory_allocated` / `max_memory_reserved`, after
-  `reset_peak_memory_stats`), and the device's used memory as NVML sees it (all processes, CUDA
-  context included), sampled by a thread while the timed repeats run.
-- CPU: the process's resident set (/proc/self/statm), sampled the same way. It includes the
-  interpreter and torch itself, and memory the allocator kept from earlier points (run with
-  `--isolate` for a clean process per point).
+- GPU: the caching allocator's peaks after `reset_peak_memory_stats` (which sets peak = current, so
+  weights, the input batch and the cuBLAS workspace are inside it): `max_memory_allocated`, the
+  unrounded `requested_bytes` peak and `max_memory_reserved`. The device's used memory as NVML sees
+  it (all processes, CUDA context included) is sampled by a thread over the timed forwards.
+- CPU: the process's resident set (/proc/self/statm), sampled the same way over the memory pass.
+  It includes the interpreter and torch itself, and memory the allocator kept from earlier points
+  (every point runs in its own process with `--isolate`).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 from typing import Callable, Optional
@@ -58,25 +58,6 @@ def rss_mib() -> float:
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / MIB
 
 
-@functools.lru_cache(maxsize=None)
-def nvml_reader(cuda_index: int) -> Optional[Reader]:
-    """A reader of the used memory (MiB) of the GPU that torch calls `cuda_index`, or None when
-    NVML is unavailable. The NVML handle is found by the device's UUID (CUDA_VISIBLE_DEVICES may
-    renumber devices), falling back to the same index; NVML is initialised once per process."""
-    try:
-        import pynvml
-        import torch
-
-        pynvml.nvmlInit()
-        try:
-            handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{torch.cuda.get_device_properties(cuda_index).uuid}")
-        except Exception:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(cuda_index)
-    except Exception:
-        return None
-    return lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used / MIB
-
-
 def reset_cuda_peaks() -> None:
     import torch
 
@@ -89,4 +70,6 @@ def cuda_peaks() -> dict[str, float]:
     import torch
 
     torch.cuda.synchronize()
-    return {"peak_mem_mib": torch.cuda.max_memory_allocated() / MIB, "reserved_mem_mib": torch.cuda.max_memory_reserved() / MIB}
+    return {"peak_mem_mib": torch.cuda.max_memory_allocated() / MIB,
+            "requested_mem_mib": torch.cuda.memory_stats().get("requested_bytes.all.peak", 0) / MIB,
+            "reserved_mem_mib": torch.cuda.max_memory_reserved() / MIB}

@@ -1,16 +1,17 @@
 """Figures from the results frame (bench/schema.py columns): FLOPs against resolution, and the
 paper's efficiency grid (Fig. 6: rows T/S/B, columns FLOPs / FPS / memory).
 
-Only the main models are drawn: `<family>_<size>` and its `_sdpa` twin (dashed); the ladder
-variants are left out. Empty cells are "not measured" and simply skipped. Figures are drawn on
-a bare Agg canvas, so no display is needed and the caller's pyplot backend is left alone.
+Every model is drawn, each with its own style: the family spec's (bench/families/) for the main
+models and named variants, the next free colour and marker of AUTO_* for any other (a user's model,
+a ladder variant). A model with a size (T/S/B) goes to that row; one without is drawn in every row.
+Nothing is left as an empty axis: a point not measured is a hollow marker at the bottom of its
+panel, an out-of-memory point an "x" at the top, and a range where no model was measured is shaded
+with the reason. Figures are drawn on a bare Agg canvas, so no display is needed.
 """
-
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import matplotlib
 import pandas as pd
@@ -20,59 +21,58 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-# ---- styles: the one place to change how the figures look ------------------------------
-FAMILY_STYLE = {
-    "deit": {"label": "DeiT", "color": "#1f77b4", "marker": "o"},
-    "vim": {"label": "Vim", "color": "#2ca02c", "marker": "s"},
-    "vittt": {"label": "Vittt", "color": "#d62728", "marker": "^"},
-}
-SIZE_LABEL = {"t": "Tiny", "s": "Small", "b": "Base"}
-SDPA_LINESTYLE = "--"
+from bench import families, verdicts
+from bench.families import Style
+from vittt.registry import SIZES
+
+AUTO_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#ff7f0e", "#17becf", "#393b79", "#637939", "#843c39")
+AUTO_MARKERS = ("v", "P", "X", "*", "h", "<", ">", "p", "d", "8")
 OOM_MARKER = {"marker": "x", "markersize": 8, "markeredgewidth": 2, "linestyle": "none"}
+UNMEASURED_MARKER = {"markersize": 5, "markerfacecolor": "none", "linestyle": "none", "alpha": 0.7}
+PREDICTED_LINESTYLE = ":"
 RC = {
-    "font.family": "serif",
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "grid.linestyle": ":",
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "legend.frameon": False,
-    "legend.fontsize": 8,
-    "lines.linewidth": 1.6,
-    "lines.markersize": 5,
-    "xtick.labelsize": 6.5,
-    "ytick.labelsize": 8,
+    "font.family": "serif", "font.size": 9, "axes.titlesize": 10, "axes.grid": True, "grid.alpha": 0.3,
+    "grid.linestyle": ":", "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False,
+    "legend.fontsize": 8, "lines.linewidth": 1.6, "lines.markersize": 5, "xtick.labelsize": 6.5, "ytick.labelsize": 8,
     "savefig.dpi": 150,
 }
 PANEL_SIZE = (4.4, 3.0)  # inches per panel
 
-# Grid columns: (CSV column, axis label, scale applied to the value).
-GRID_METRICS = (
-    ("flops", "FLOPs (G)", 1e-9),
-    ("fps", "FPS (images/s)", 1.0),
-    ("peak_mem_mib", "Peak memory (MiB)", 1.0),
-)
-# Metrics that an out-of-memory point leaves empty (FLOPs are counted regardless).
-OOM_METRICS = ("fps", "peak_mem_mib")
 
-_MAIN_NAME = re.compile(rf"^({'|'.join(FAMILY_STYLE)})_([{''.join(SIZE_LABEL)}])(_sdpa)?$")
+# ---- who is drawn how ----------------------------------------------------------------------
 
-
-def _main_models(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the main models, with `fam`, `size` and `sdpa` parsed from the model name."""
-    parts = df["model"].astype(str).str.extract(_MAIN_NAME)
-    out = df.assign(fam=parts[0], size=parts[1], sdpa=parts[2].notna())
-    out = out[out["fam"].notna()]
-    if out.empty:
-        raise ValueError("no rows of the main models (deit/vim/vittt _t/_s/_b, optionally _sdpa)")
+def styles(models: Sequence[str]) -> dict[str, Style]:
+    """A style per model: the spec's where it has one, else the next unused auto colour and marker."""
+    out, taken = {}, set()
+    for m in models:
+        style = families.style_for(m)
+        if style is not None:
+            out[m] = style
+            taken.add((style.color, style.marker))
+    free = [(c, mk) for i, c in enumerate(AUTO_COLORS) for mk in (AUTO_MARKERS[i],) if (c, mk) not in taken]
+    for i, m in enumerate(sorted(m for m in models if m not in out)):
+        color, marker = free[i % len(free)]
+        out[m] = Style(m.rsplit("/", 1)[-1], color, marker, "-")
     return out
 
 
-def _sizes(rows: pd.DataFrame) -> list[str]:
-    return [s for s in SIZE_LABEL if s in set(rows["size"])]
+def _sizes(df: pd.DataFrame) -> pd.Series:
+    """model -> size letter ("" when the model has none)."""
+    import vittt
 
+    return pd.Series({m: vittt.get_config(m).size if m in vittt.list_models() else "" for m in df["model"].unique()})
+
+
+def _rows_of_figure(df: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """(row title, models) per figure row: a row per size present, sized models in theirs and
+    unsized ones in every row; one row of every model when none has a size."""
+    size_of = _sizes(df)
+    unsized = sorted(size_of[size_of == ""].index)
+    rows = [(f"{SIZES[s]} (-{s.upper()})", sorted(size_of[size_of == s].index) + unsized) for s in SIZES if (size_of == s).any()]
+    return rows or [("models", unsized)]
+
+
+# ---- axes ------------------------------------------------------------------------------------
 
 def _tokens_label(n: float) -> str:
     """Compact token count for a tick label: 196, 576, 1.0k, 6.4k, 16k."""
@@ -82,22 +82,27 @@ def _tokens_label(n: float) -> str:
 
 
 def _log_y(ax: Axes) -> None:
-    """Log y axis labelled in plain numbers at 1-2-5 steps, so a range under a decade (memory,
-    FPS) still has labelled ticks."""
+    """Log y axis labelled in plain numbers at 1-2-5 steps (a range under a decade still has labels)."""
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
-def _resolution_axis(ax: Axes, points: pd.DataFrame) -> None:
-    """x = resolution (log2 spaced, ticks at the measured ones); token counts as a second line."""
-    ticks = points.drop_duplicates("resolution").sort_values("resolution")
+def _resolution_axis(ax: Axes, rows: pd.DataFrame) -> None:
+    """x = resolution (log2 spaced, ticks at the swept ones); token counts as a second line."""
+    ticks = rows.drop_duplicates("resolution").sort_values("resolution")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ticks["resolution"].tolist())
     ax.set_xticklabels([f"{int(r)}\n{_tokens_label(n)}" for r, n in zip(ticks["resolution"], ticks["tokens"])])
     ax.minorticks_off()
     ax.set_xlabel("resolution (px) / tokens")
+
+
+def _figure(nrows: int, ncols: int) -> tuple[Figure, list[list[Axes]]]:
+    fig = Figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
 def _legend(fig: Figure, extra: Sequence[Line2D] = ()) -> None:
@@ -108,19 +113,8 @@ def _legend(fig: Figure, extra: Sequence[Line2D] = ()) -> None:
             entries.setdefault(label, handle)
     for handle in extra:
         entries.setdefault(handle.get_label(), handle)
-    ncol = min(len(entries), 2 * len(fig.axes))  # wrap the legend under a narrow (one-panel) figure
-    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=ncol)
-
-
-def _empty(ax: Axes, what: str) -> None:
-    ax.set_axis_off()
-    ax.text(0.5, 0.5, f"{what}:\nnot measured", transform=ax.transAxes, ha="center", va="center", color="0.5")
-
-
-def _figure(nrows: int, ncols: int) -> tuple[Figure, list[list[Axes]]]:
-    fig = Figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(nrows, ncols, squeeze=False)
+    if entries:
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=min(len(entries), 4))
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -130,95 +124,195 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
+# ---- the FLOPs figure --------------------------------------------------------------------------
+
 def plot_flops(df: pd.DataFrame, path: str | Path) -> Path:
-    """FLOPs against resolution, a panel per size, a colour per family: counted FLOPs as markers,
-    the analytic formula as a line (log y, GFLOPs). The SDPA twin is drawn only when its
-    eager model is absent (their FLOPs are equal)."""
+    """`flops_figure` saved as a PNG."""
+    return _save(flops_figure(df), path)
+
+
+def flops_figure(df: pd.DataFrame) -> Figure:
+    """FLOPs against resolution, a panel per figure row: counted FLOPs as markers, the analytic
+    formula (where the family has one) as a line (log y, GFLOPs)."""
+    counted = df.dropna(subset=["flops"])
+    if counted.empty:
+        raise ValueError("no FLOPs in the rows")
     with matplotlib.rc_context(RC):
-        rows = _main_models(df).sort_values("sdpa")  # eager model first, so "first" prefers it
-        points = rows.groupby(["size", "fam", "resolution"], as_index=False).agg(
-            flops=("flops", "first"), flops_analytic=("flops_analytic", "first"), tokens=("tokens", "first")
-        )
-        sizes = _sizes(points)
-        fig, axes = _figure(1, len(sizes))
-        for ax, size in zip(axes[0], sizes):
-            panel = points[points["size"] == size]
-            for fam, line in panel.sort_values("resolution").groupby("fam"):
-                style = FAMILY_STYLE[fam]
-                analytic, counted = line.dropna(subset=["flops_analytic"]), line.dropna(subset=["flops"])
-                ax.plot(analytic["resolution"], analytic["flops_analytic"] * 1e-9, color=style["color"], label=style["label"])
-                ax.plot(counted["resolution"], counted["flops"] * 1e-9, color=style["color"], marker=style["marker"],
-                        linestyle="none")
+        layout = _rows_of_figure(counted)
+        look = styles(sorted(counted["model"].unique()))
+        fig, axes = _figure(1, len(layout))
+        for ax, (title, models) in zip(axes[0], layout):
+            panel = counted[counted["model"].isin(models)]
+            for model, line in panel.sort_values("resolution").groupby("model"):
+                s = look[model]
+                points = line.groupby("resolution")[["flops", "flops_analytic"]].first()
+                analytic = points["flops_analytic"].dropna()
+                ax.plot(analytic.index, analytic.values * 1e-9, color=s.color, linestyle=s.linestyle)
+                ax.plot(points.index, points["flops"].values * 1e-9, color=s.color, marker=s.marker, linestyle="none", label=s.label)
             _log_y(ax)
-            ax.set_title(f"{SIZE_LABEL[size]} (-{size.upper()})")
+            ax.set_title(title)
             ax.set_ylabel("FLOPs per image (G)")
             _resolution_axis(ax, panel)
-        _legend(fig, [Line2D([], [], color="0.4", label="line: analytic"),
+        _legend(fig, [Line2D([], [], color="0.4", label="line: analytic formula"),
                       Line2D([], [], color="0.4", marker="o", linestyle="none", label="markers: fvcore count")])
-        fig.suptitle("FLOPs against input resolution")
-        return _save(fig, path)
+        fig.suptitle("FLOPs against input resolution (one multiply-add = 1 FLOP)")
+        return fig
 
 
-def _single_setting(rows: pd.DataFrame) -> dict[str, str]:
-    """The (device, batch size, dtype) of the measured rows; several settings in one grid would be
-    conflated, so that is an error (filter the frame first)."""
-    measured = rows[rows[list(OOM_METRICS)].notna().any(axis=1) | (rows["status"] == "oom")]
-    device = measured["gpu_name"].where(measured["gpu_name"].notna(), measured["device"])
-    settings = pd.DataFrame({"device": device, "batch": measured["batch_size"], "dtype": measured["dtype"]})
-    settings = settings.dropna(how="all").drop_duplicates()
-    if len(settings) > 1:
-        raise ValueError(f"rows mix several device/batch/dtype settings, filter first:\n{settings.to_string(index=False)}")
-    if settings.empty:
-        return {}
-    return {k: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for k, v in settings.iloc[0].dropna().items()}
+# ---- the Fig. 6 grid -----------------------------------------------------------------------------
+
+def _pick(df: pd.DataFrame) -> tuple[Optional[verdicts.Group], str]:
+    """The one measured setting drawn in the FPS and measured-memory columns (the first of
+    verdicts.groups: GPU first), and the memory column it fills: peak_mem_mib, or rss_peak_mib on
+    a CPU run."""
+    for column in ("fps", "peak_mem_mib", "rss_peak_mib"):
+        found = verdicts.groups(df, column)
+        if found:
+            g = found[0]
+            mem = "peak_mem_mib" if g.rows["peak_mem_mib"].notna().any() else "rss_peak_mib"
+            return g, mem
+    return None, "peak_mem_mib"
 
 
-def _grid_title(setting: dict[str, str]) -> str:
-    parts = [setting["device"]] if "device" in setting else []
-    parts += [f"batch {setting['batch']}"] if "batch" in setting else []
-    parts += [setting["dtype"]] if "dtype" in setting else []
-    return "Efficiency against resolution" + (f" ({', '.join(parts)})" if parts else " (FLOPs only)")
+def _capacity_mib(profile: str) -> Optional[float]:
+    try:
+        from bench.memory_model import profile as gpu_profile
+
+        return gpu_profile(profile).capacity_bytes / 2**20
+    except Exception:  # no such profile: no line
+        return None
 
 
-def _grid_panel(ax: Axes, models: pd.DataFrame, column: str, label: str, scale: float) -> bool:
-    """One cell of the grid: a line per model (SDPA dashed), OOM points as an "x" at the top.
-    Returns whether an OOM marker was drawn."""
-    has_values = has_oom = False
-    for (fam, sdpa, _), line in models.groupby(["fam", "sdpa", "model"]):
-        style = FAMILY_STYLE[fam]
-        values = line.dropna(subset=[column]).groupby("resolution")[column].first() * scale
-        if not values.empty:
-            ax.plot(values.index, values.values, color=style["color"], marker=style["marker"],
-                    linestyle=SDPA_LINESTYLE if sdpa else "-", label=style["label"] + ("-SDPA" if sdpa else ""))
-            has_values = True
-        oom = sorted(set(line.loc[line["status"] == "oom", "resolution"]))
-        if column in OOM_METRICS and oom:
-            ax.plot(oom, [0.97] * len(oom), color=style["color"], transform=ax.get_xaxis_transform(),
-                    clip_on=False, **OOM_MARKER)  # x in data units, y at the top of the panel
-            has_oom = True
-    if not (has_values or has_oom):
-        _empty(ax, label)
-        return False
-    if has_values:
-        _log_y(ax)
-    ax.set_ylabel(label)
-    _resolution_axis(ax, models)
-    return has_oom
+class _Panel:
+    """One cell of the grid: a line per model, the unmeasured and OOM points marked."""
+
+    def __init__(self, ax: Axes, look: dict[str, Style], label: str):
+        self.ax, self.look, self.label = ax, look, label
+        self.values: dict[str, pd.Series] = {}  # measured (or counted), per model
+        self.predicted: dict[str, pd.Series] = {}
+        self.log = True
+
+    def line(self, model: str, values: pd.Series, *, errors: Optional[pd.Series] = None, predicted: bool = False) -> None:
+        if values.empty:
+            return
+        s = self.look[model]
+        style = dict(color=s.color, marker=s.marker, linestyle=PREDICTED_LINESTYLE if predicted else s.linestyle)
+        if predicted:
+            style.update(markerfacecolor="none", label=None)
+            self.predicted[model] = values
+        else:
+            style["label"] = s.label
+            self.values[model] = values
+        if errors is not None and errors.notna().any():
+            self.ax.errorbar(values.index, values.values, yerr=(errors.fillna(0) * values / 2).values, capsize=2, **style)
+        else:
+            self.ax.plot(values.index, values.values, **style)
+
+    def finish(self, rows: pd.DataFrame, models: list[str]) -> tuple[bool, bool]:
+        """Mark what was not measured; returns (any OOM marker, any unmeasured marker)."""
+        ax = self.ax
+        any_oom = any_missing = False
+        for m in models:
+            mine = rows[rows["model"] == m]
+            have = {r for v in (self.values.get(m), self.predicted.get(m)) if v is not None for r in v.index}
+            oom = sorted(set(mine.loc[mine["status"] == "oom", "resolution"]))
+            missing = sorted(set(mine["resolution"]) - have - set(oom))
+            s = self.look[m]
+            if oom:
+                ax.plot(oom, [0.97] * len(oom), color=s.color, transform=ax.get_xaxis_transform(), clip_on=False, **OOM_MARKER)
+                any_oom = True
+            if missing:
+                ax.plot(missing, [0.03] * len(missing), color=s.color, marker=s.marker, transform=ax.get_xaxis_transform(),
+                        clip_on=False, **UNMEASURED_MARKER)
+                any_missing = True
+        measured_res = {r for v in self.values.values() for r in v.index}
+        unmeasured = sorted(set(rows["resolution"]) - measured_res)
+        if unmeasured and measured_res:
+            lo = min(r for r in unmeasured if r > max(measured_res)) if any(r > max(measured_res) for r in unmeasured) else None
+            if lo is not None:
+                ax.axvspan(lo / 2**0.25, max(rows["resolution"]) * 2**0.25, color="0.92", zorder=0)
+                ax.text(0.98, 0.5, f"not measured\nfrom {lo} px", transform=ax.transAxes, ha="right", va="center", color="0.45", fontsize=7)
+        if not measured_res and not self.predicted:
+            ax.text(0.5, 0.5, f"{self.label.split(' (')[0]}:\nnot measured", transform=ax.transAxes, ha="center", va="center", color="0.5")
+            ax.set_yticks([])
+        elif self.log:
+            _log_y(ax)
+        ax.set_ylabel(self.label)
+        _resolution_axis(ax, rows)
+        return any_oom, any_missing
 
 
 def plot_efficiency_grid(df: pd.DataFrame, path: str | Path) -> Path:
-    """The paper's Fig. 6: rows T/S/B, columns FLOPs (G) / FPS / peak memory (MiB) against resolution,
-    a line per model (SDPA twins dashed); out-of-memory points as an "x" at the top of the panel."""
+    """`efficiency_grid` saved as a PNG."""
+    return _save(efficiency_grid(df), path)
+
+
+def efficiency_grid(df: pd.DataFrame) -> Figure:
+    """The paper's Fig. 6: a row per model size, columns FLOPs (G) / FPS / memory (MiB) against
+    resolution. FPS and measured memory come from one setting (GPU first), FPS with its
+    interquartile range as error bars; memory also shows the predicted GPU memory (dotted, hollow
+    markers) of the same batch and dtype, with the profile's capacity as a line."""
+    if df.empty:
+        raise ValueError("no rows")
     with matplotlib.rc_context(RC):
-        rows = _main_models(df)
-        title = _grid_title(_single_setting(rows))
-        sizes = _sizes(rows)
-        fig, axes = _figure(len(sizes), len(GRID_METRICS))
-        any_oom = False
-        for ax_row, size in zip(axes, sizes):
-            for ax, (column, label, scale) in zip(ax_row, GRID_METRICS):
-                ax.set_title(f"{SIZE_LABEL[size]}: {label.split(' (')[0]}")
-                any_oom |= _grid_panel(ax, rows[rows["size"] == size], column, label, scale)
-        _legend(fig, [Line2D([], [], color="0.4", label="out of memory", **OOM_MARKER)] if any_oom else [])
-        fig.suptitle(title)
-        return _save(fig, path)
+        group, mem_column = _pick(df)
+        rows_all = group.rows if group is not None else df
+        batch = group.batch_size if group is not None else None
+        pred = df.dropna(subset=["pred_peak_mem_mib"])
+        if batch is not None:
+            pred = pred[(pred["batch_size"] == batch) & (pred["dtype"] == group.dtype)]
+        profiles = sorted(set(pred["pred_gpu"].dropna()))
+        layout = _rows_of_figure(df)
+        look = styles(sorted(df["model"].unique()))
+        rss = mem_column == "rss_peak_mib"
+        mem_label = "process RSS (MiB), CPU" if rss and pred.empty else "GPU memory (MiB)"
+        fig, axes = _figure(len(layout), 3)
+        flags = set()
+        capacity = _capacity_mib(profiles[0]) if len(profiles) == 1 else None
+        for ax_row, (title, models) in zip(axes, layout):
+            flops_p = _Panel(ax_row[0], look, "FLOPs (G)")
+            fps_p = _Panel(ax_row[1], look, "FPS (images/s)")
+            mem_p = _Panel(ax_row[2], look, mem_label)
+            for m in models:
+                counted = df[(df["model"] == m)].dropna(subset=["flops"]).groupby("resolution")["flops"].first()
+                flops_p.line(m, counted * 1e-9)
+                mine = rows_all[(rows_all["model"] == m) & (rows_all["status"] == "ok")]
+                fps = mine.dropna(subset=["fps"]).groupby("resolution")[["fps", "fps_iqr"]].first()
+                fps_p.line(m, fps["fps"], errors=fps["fps_iqr"])
+                if not (rss and not pred.empty):
+                    mem_p.line(m, mine.dropna(subset=[mem_column]).groupby("resolution")[mem_column].first())
+                mem_p.line(m, pred[pred["model"] == m].groupby("resolution")["pred_peak_mem_mib"].first(), predicted=True)
+            if rss and pred.empty:
+                mem_p.log = False
+                mem_p.ax.set_ylim(bottom=0)
+            if capacity and not pred.empty:
+                mem_p.ax.axhline(capacity, color="0.3", linewidth=0.8, linestyle="--")
+                mem_p.ax.text(0.02, capacity, f" {profiles[0]} capacity", transform=mem_p.ax.get_yaxis_transform(),
+                              va="bottom", fontsize=7, color="0.3")
+            unfit = pred[(pred["model"].isin(models)) & (pred["pred_fits"] == 0)]
+            for _, r in unfit.iterrows():
+                mem_p.ax.plot(r["resolution"], r["pred_peak_mem_mib"], marker="o", markersize=10, markerfacecolor="none",
+                              markeredgecolor="red", linestyle="none")
+                flags.add("unfit")
+            for p, name in ((flops_p, "FLOPs"), (fps_p, "FPS"), (mem_p, "memory")):
+                p.ax.set_title(f"{title}: {name}")
+                oom, missing = p.finish(df[df["model"].isin(models)] if p is flops_p else rows_all[rows_all["model"].isin(models)], models)
+                flags |= {"oom"} if oom else set()
+                flags |= {"missing"} if missing else set()
+        extra = []
+        if "oom" in flags:
+            extra.append(Line2D([], [], color="0.4", label="x: out of memory", **OOM_MARKER))
+        if "missing" in flags:
+            extra.append(Line2D([], [], color="0.4", marker="o", label="hollow at bottom: not measured (see the row's note)", **UNMEASURED_MARKER))
+        if not pred.empty:
+            extra.append(Line2D([], [], color="0.4", marker="o", markerfacecolor="none", linestyle=PREDICTED_LINESTYLE,
+                                label=f"dotted: predicted GPU memory ({', '.join(profiles)} profile), a prediction"))
+        if "unfit" in flags:
+            extra.append(Line2D([], [], color="red", marker="o", markerfacecolor="none", markersize=10, linestyle="none",
+                                label="red ring: predicted not to fit"))
+        if group is not None and group.rows["fps_iqr"].notna().any():
+            extra.append(Line2D([], [], color="0.4", label="error bars: FPS interquartile range"))
+        _legend(fig, extra)
+        setting = group.label if group is not None else "FLOPs only"
+        fig.suptitle(f"Efficiency against resolution ({setting})" + (" - memory: process RSS" if rss and pred.empty else ""))
+        return fig

@@ -1,176 +1,72 @@
-"""The sweep runner: measure points (model x resolution at one batch/dtype/device) and append one
-row per point to the results CSV as soon as it is done, so nothing measured is ever lost.
+"""The sweep runner: measure points and append one row per point to the results CSV as soon as it
+is done, so nothing measured is ever lost.
 
 - A measuring function is a generator `measure(point) -> Iterator[dict]` that yields partial rows
   stage by stage (counts, then speed/memory): when a later stage fails, what came before stays.
 - Out of memory is a result (status `oom`), any other exception a row with status `error`; the
-  sweep goes on. KeyboardInterrupt stops it; re-running skips the points already in the CSV.
+  sweep goes on. A sticky CUDA error (the context is unusable after it) stops a sweep whose points
+  share this process. KeyboardInterrupt stops it; re-running skips the points already measured.
 - `isolate=True` measures every point in a child process (`python -m bench.sweep SPEC RESULT`,
   this same code), so a crashing kernel gives an `error` row and a hung one, killed after
   `timeout` seconds, a `timeout` row, and the other points are unaffected.
+- Resume: a point is done when the CSV has a row of its key and setting (`Point.identity`) whose
+  metrics include the point's, with a result (ok, oom, skipped); error/timeout rows and rows that
+  measured less are measured again and replaced. A row of the same key in another setting is a
+  conflict (`plan_resume`): the caller picks another file.
 """
-
 from __future__ import annotations
 
-import dataclasses
-import gc
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
-from bench import csvio, env, timing
-from bench.schema import COLUMNS
+from bench import csvio, env
+from bench.point import Point
+from bench.schema import RESULTS
 
-METRICS = ("flops", "fps", "memory")
-SPEED_METRICS = ("fps", "memory")  # the metrics that run the model on the device
-
-
-@dataclass(frozen=True)
-class Point:
-    """One measurement: the schema KEY fields, what to measure, and how."""
-
-    model: str
-    family: str
-    resolution: int
-    tokens: int
-    batch_size: int
-    dtype: str
-    device: str  # "cpu" or "cuda"
-    metrics: tuple[str, ...] = METRICS
-    repeats: int = 10
-    warmup: int = 3
-    skip_speed: str = ""  # why fps/memory are not measured at this point ("" = measure them)
-    threads: Optional[int] = None  # CPU intra-op threads (None: torch's default)
-
-    @property
-    def key(self) -> csvio.Key:
-        return (self.model, self.resolution, self.batch_size, self.dtype, self.device)
-
-    @property
-    def label(self) -> str:
-        return f"{self.model}@{self.resolution} b{self.batch_size} {self.dtype} {self.device}"
-
-    @property
-    def measures_speed(self) -> bool:
-        return not self.skip_speed and any(m in self.metrics for m in SPEED_METRICS)
-
+if TYPE_CHECKING:
+    from bench.budget import Budget
 
 Measure = Callable[[Point], Iterator[dict]]
+Runner = Callable[[list[Point], Measure, Callable[[Point], None]], Iterator[tuple[Point, dict]]]
 
 
-def make_points(
-    models: Iterable[str],
-    resolutions: Iterable[int],
-    *,
-    batch_size: int,
-    dtype: str,
-    device: str,
-    metrics: Iterable[str] = METRICS,
-    repeats: int = 10,
-    warmup: int = 3,
-    speed_max_res: Optional[int] = None,
-    threads: Optional[int] = None,
-) -> list[Point]:
-    """The points of a sweep, model-major. Above `speed_max_res` (if given) only the counts are
-    taken and the point says why. Unknown model names raise ValueError (from vittt)."""
-    import vittt
-
-    metrics = tuple(m for m in METRICS if m in set(metrics))
-    points = []
-    for model in models:
-        for res in resolutions:
-            cfg = vittt.get_config(model, img_size=res)
-            skip = ""
-            if speed_max_res is not None and res > speed_max_res and any(m in metrics for m in SPEED_METRICS):
-                skip = f"above the {device} speed limit of {speed_max_res} px (--speed-max-res)"
-            points.append(Point(model, cfg.family, res, cfg.num_patches, batch_size, dtype, device, metrics, repeats, warmup, skip, threads))
-    return points
-
-
-# ---- measuring one point ---------------------------------------------------------------------
-
-def measure_point(point: Point) -> Iterator[dict]:
-    """The real measuring function: kernel backend and parameters (meta device), FLOPs if asked
-    (bench.flops on meta), then throughput and memory on the device if asked and affordable."""
-    import torch
-
-    import vittt
-
-    with torch.device("meta"):
-        meta_model = vittt.create_model(point.model, img_size=point.resolution)
-    yield {"backend": meta_model.kernel_backend(torch.device(point.device)), "params": sum(p.numel() for p in meta_model.parameters())}
-    if "flops" in point.metrics:
-        from bench.flops import count_model
-
-        counts = count_model(meta_model)
-        yield {k: v for k, v in counts.items() if k in COLUMNS and k not in ("model", "family", "resolution")}
-    del meta_model
-    if point.skip_speed:  # make_points sets it only when fps/memory were asked for
-        yield {"note": f"fps/memory not measured: {point.skip_speed}"}
-    elif point.measures_speed:
-        yield measure_speed(point)
-
-
-def measure_speed(point: Point) -> dict[str, Any]:
-    """Throughput and peak memory of the model's forward at this point: eval, inference_mode,
-    autocast for half types, warm-up, timed repeats with memory samplers running."""
-    import torch
-
-    import vittt
-    from bench import memory
-
-    device = torch.device(point.device)
-    on_gpu = device.type == "cuda"
-    _free_memory()  # blocks cached by earlier points would count in this point's reserved and NVML memory
-    if point.threads and not on_gpu:
-        torch.set_num_threads(point.threads)
-    torch.manual_seed(0)
-    model = vittt.create_model(point.model, img_size=point.resolution).to(device).eval()
-    x = torch.randn(point.batch_size, 3, point.resolution, point.resolution, device=device)  # [B, 3, H, W]
-    reader = memory.nvml_reader(device.index or 0) if on_gpu else memory.rss_mib
-    sampler = memory.PeakSampler(reader) if reader else None
-    with torch.inference_mode(), timing.autocast_for(device.type, point.dtype):
-        def forward() -> None:
-            model(x)
-
-        for _ in range(point.warmup):
-            forward()
-        if on_gpu:
-            memory.reset_cuda_peaks()
-        with sampler or nullcontext():
-            seconds = timing.time_repeats(forward, repeats=point.repeats, elapsed=timing.clock_for(device.type))
-    row: dict[str, Any] = {"note": "" if on_gpu else f"cpu, threads={torch.get_num_threads()}"}
-    if "fps" in point.metrics:
-        row.update(timing.summarize(point.batch_size, seconds).as_row())
-    if "memory" in point.metrics and on_gpu:
-        row.update(memory.cuda_peaks(), nvml_used_mib=sampler.peak if sampler else None)
-        row["note"] = "" if sampler else "nvml_used_mib: NVML unavailable"
-    elif "memory" in point.metrics:
-        row["rss_peak_mib"] = sampler.peak
-        row["note"] += "; memory = whole-process peak RSS in rss_peak_mib (peak_mem_mib is GPU-only)"
-    return row
+class StickyCudaError(RuntimeError):
+    """A CUDA error after which this process's CUDA context is unusable: the sweep must stop."""
 
 
 # ---- outcome of one point ----------------------------------------------------------------
 
+OOM_TEXTS = ("out of memory", "can't allocate memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed",
+             "cudnn_status_not_enough_workspace", "cudaerrormemoryallocation")
+STICKY_TEXTS = ("illegal memory access", "device-side assert", "unspecified launch failure", "misaligned address",
+                "illegal instruction", "cuda error: an illegal", "cudaerrorlaunchfailure")
+
+
 def is_oom(exc: BaseException) -> bool:
-    """torch.OutOfMemoryError, or a RuntimeError that says it ran out of memory (CPU allocator too)."""
+    """Out of memory, from any allocator: torch.OutOfMemoryError, or a RuntimeError that says so
+    (CPU allocator, cuBLAS and cuDNN allocation failures)."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(exc, torch.OutOfMemoryError):
         return True
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    return isinstance(exc, RuntimeError) and any(t in text for t in OOM_TEXTS)
 
 
-def _one_line(text: str, limit: int = 400) -> str:
+def is_sticky_cuda_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(t in text for t in STICKY_TEXTS)
+
+
+def one_line(text: str, limit: int = 400) -> str:
     text = " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -184,11 +80,7 @@ def _merge(row: dict, part: dict) -> None:
             row[k] = v
 
 
-def _free_memory() -> None:
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
+MEASURED = ("flops", "fps", "peak_mem_mib", "rss_peak_mib", "pred_peak_mem_mib")
 
 
 def measure_in_process(point: Point, measure: Measure, on_part: Callable[[dict], None] = lambda row: None) -> dict:
@@ -201,26 +93,28 @@ def measure_in_process(point: Point, measure: Measure, on_part: Callable[[dict],
         for part in measure(point):
             _merge(row, part)
             on_part(row)
-        measured = any(row.get(c) not in (None, "") for c in ("flops", "fps", "peak_mem_mib", "rss_peak_mib"))
-        row["status"] = "ok" if measured else "skipped"
+        row["status"] = "ok" if any(row.get(c) not in (None, "") for c in MEASURED) else "skipped"
     except Exception as exc:  # the sweep must go on: the failure is the row's result
-        failure = ("oom" if is_oom(exc) else "error", f"{type(exc).__name__}: {_one_line(exc)}")
+        failure = ("oom" if is_oom(exc) else "error", f"{type(exc).__name__}: {one_line(exc)}", is_sticky_cuda_error(exc))
     if failure:  # outside the except block, so the traceback (and the tensors it holds) is gone
         row["status"] = failure[0]
         _merge(row, {"note": failure[1]})
-        _free_memory()
+        row["_sticky"] = failure[2]
+        from bench.measure import free_memory
+
+        free_memory()
     return row
 
 
 # ---- isolated points ---------------------------------------------------------------------
 
-def _qualified_name(fn: Callable) -> str:
+def qualified_name(fn: Callable) -> str:
     if fn.__module__ == "__main__" or "<locals>" in fn.__qualname__:
-        raise ValueError(f"--isolate needs an importable measuring function, not {fn.__module__}.{fn.__qualname__}")
+        raise ValueError(f"isolated points need an importable measuring function, not {fn.__module__}.{fn.__qualname__}")
     return f"{fn.__module__}:{fn.__qualname__}"
 
 
-def _resolve(name: str) -> Measure:
+def resolve_measure(name: str) -> Measure:
     import importlib
 
     module, qualname = name.split(":")
@@ -230,7 +124,7 @@ def _resolve(name: str) -> Measure:
     return obj
 
 
-def _exit_reason(returncode: int) -> str:
+def exit_reason(returncode: int) -> str:
     if returncode < 0:
         name = signal.Signals(-returncode).name
         hint = " (likely the kernel's out-of-memory killer)" if name == "SIGKILL" else ""
@@ -238,9 +132,9 @@ def _exit_reason(returncode: int) -> str:
     return f"worker exited with status {returncode} before reporting"
 
 
-def _tail(path: Path, lines: int = 3) -> str:
+def tail(path: Path, lines: int = 3) -> str:
     text = path.read_text(errors="replace").strip().splitlines()
-    return _one_line("\n".join(text[-lines:]), 300)
+    return one_line("\n".join(text[-lines:]), 300)
 
 
 def measure_isolated(point: Point, measure: Measure, timeout: Optional[float] = None) -> dict:
@@ -248,8 +142,8 @@ def measure_isolated(point: Point, measure: Measure, timeout: Optional[float] = 
     whole process group is killed) becomes the row's status, keeping the stages it had saved."""
     with tempfile.TemporaryDirectory(prefix="vittt-point-") as tmp:
         spec, result, log = Path(tmp, "spec.json"), Path(tmp, "row.json"), Path(tmp, "log.txt")
-        spec.write_text(json.dumps({"point": dataclasses.asdict(point), "measure": _qualified_name(measure)}))
-        child_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(env.REPO_ROOT), *filter(None, sys.path)]))
+        spec.write_text(json.dumps({"point": point.to_dict(), "measure": qualified_name(measure)}))
+        child_env = dict(os.environ, PYTHONPATH=env.child_pythonpath())
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.sweep", str(spec), str(result)],
@@ -265,19 +159,19 @@ def measure_isolated(point: Point, measure: Measure, timeout: Optional[float] = 
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
         row = json.loads(result.read_text()) if result.exists() else {}
+        row.pop("_sticky", None)  # the child's context died with it
         if timed_out:
             row["status"] = "timeout"
             _merge(row, {"note": f"point exceeded --timeout {timeout:g} s and was killed"})
         elif "status" not in row:
             row["status"] = "error"
-            _merge(row, {"note": f"{_exit_reason(proc.returncode)}; last output: {_tail(log)}"})
+            _merge(row, {"note": f"{exit_reason(proc.returncode)}; last output: {tail(log)}"})
         return row
 
 
 def _worker(spec_path: str, result_path: str) -> None:
     """Child side of `measure_isolated`: measure the point, saving the row after every stage."""
     spec = json.loads(Path(spec_path).read_text())
-    point = Point(**{**spec["point"], "metrics": tuple(spec["point"]["metrics"])})
     result = Path(result_path)
 
     def save(row: dict) -> None:
@@ -285,92 +179,162 @@ def _worker(spec_path: str, result_path: str) -> None:
         tmp.write_text(json.dumps(row))
         os.replace(tmp, result)
 
-    # A GPU point's environment is read here, so the parent never opens a CUDA context of its own
-    # (NVML's used memory would count it).
-    first = env.environment(point.device) if point.device == "cuda" else {}
-    save(first)
-    save({**first, **measure_in_process(point, _resolve(spec["measure"]), on_part=lambda row: save({**first, **row}))})
+    save(measure_in_process(Point.from_dict(spec["point"]), resolve_measure(spec["measure"]), on_part=save))
+
+
+# ---- resume ------------------------------------------------------------------------------
+
+@dataclass
+class Resume:
+    """What a sweep does with the rows a CSV holds already."""
+
+    todo: list[Point]
+    done: list[Point]
+    replace: dict[csvio.Key, list[int]] = field(default_factory=dict)  # point -> indexes of the rows its new result replaces
+    conflicts: list[tuple[Point, str]] = field(default_factory=list)  # (point, "threads: 1 -> 2, ...")
+
+
+def plan_resume(points: Iterable[Point], csv_path: str | Path) -> Resume:
+    """Sort the points into done (a row of the same key and setting with a result and at least the
+    point's metrics), to do (replacing error/timeout rows and rows that measured less), and
+    conflicts (a row of the same key measured in another setting)."""
+    rows = csvio.read_rows(csv_path)
+    by_key: dict[csvio.Key, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_key.setdefault(csvio.key_of(r), []).append(i)
+    out = Resume([], [])
+    for p in {p.key: p for p in points}.values():
+        mine = p.identity()
+        same = [i for i in by_key.get(p.key, []) if csvio.setting_of(rows[i]) == mine]
+        other = [i for i in by_key.get(p.key, []) if i not in same]
+        if other:
+            theirs = csvio.setting_of(rows[other[0]])
+            diff = ", ".join(f"{c} {theirs[c] or '-'} -> {mine[c] or '-'}" for c in mine if theirs[c] != mine[c])
+            out.conflicts.append((p, diff))
+        elif any(rows[i]["status"] in RESULTS and csvio.metrics_of(rows[i]) >= set(p.metrics) for i in same):
+            out.done.append(p)
+        else:
+            out.todo.append(p)
+            out.replace[p.key] = same
+    return out
 
 
 # ---- the sweep ---------------------------------------------------------------------------
 
 def _weight(point: Point) -> float:
-    """Rough relative cost of a point, for the time-left estimate: counts are cheap; a speed
-    measurement grows with the work, linear in tokens plus an attention-like quadratic share."""
+    """Rough relative cost of a point, for the progress bar: counts are cheap; a timed point costs
+    its policy's seconds at least, more with the work (linear in tokens plus an attention-like share)."""
     if not point.measures_speed:
         return 1.0
-    work = point.batch_size * (point.warmup + point.repeats) * point.tokens * (1 + point.tokens / 1024)
-    return 1.0 + work / (2_000 if point.device == "cpu" else 200_000)
+    tokens = point.tokens or (point.resolution // 16) ** 2
+    work = point.batch_size * tokens * (1 + tokens / 1024)
+    policy = point.setting.policy
+    return 1.0 + policy.warmup_s + policy.min_time_s + work / (20_000 if point.device == "cpu" else 2_000_000)
 
 
-def _measure_all(todo: list[Point], measure: Measure, isolate: bool, timeout: Optional[float], workers: int,
-                 announce: Callable[[Point], None]) -> Iterator[tuple[Point, dict]]:
-    """(point, row fields) as points finish; `announce(point)` names the point being measured. With
-    workers > 1, the points that only count (meta device, no timing) go to a pool of worker processes
-    first: tracing is single-threaded Python and they do not disturb one another. Points that run
-    the model go one at a time after them."""
-    counting = {p for p in todo if not p.measures_speed} if workers > 1 and not isolate else set()
-    if counting:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+def _local_runner(isolate: bool, timeout: Optional[float], workers: int, budget: Optional["Budget"]) -> Runner:
+    """The default runner: count-only points in a pool of `workers` processes, then the timed ones
+    one at a time (in a child process each with `isolate`), each first admitted by the budget."""
 
-        torch = sys.modules.get("torch")  # CUDA does not survive a fork
-        start = "spawn" if torch is not None and torch.cuda.is_initialized() else "fork"
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start)) as pool:
-            futures = {pool.submit(measure_in_process, p, measure): p for p in todo if p in counting}
-            for future in as_completed(futures):
-                try:
-                    fields = future.result()
-                except Exception as exc:  # a worker died: that point is an error row, the sweep goes on
-                    fields = {"status": "error", "note": f"{type(exc).__name__}: {_one_line(exc)}"}
-                announce(futures[future])
-                yield futures[future], fields
-    for point in todo:
-        if point not in counting:
+    def run(todo: list[Point], measure: Measure, announce: Callable[[Point], None]) -> Iterator[tuple[Point, dict]]:
+        counting = [p for p in todo if not p.measures_speed] if workers > 1 and not isolate else []
+        if counting:
+            yield from _count_in_pool(counting, measure, workers, announce)
+        for point in todo:
+            if point in counting:
+                continue
             announce(point)
-            yield point, measure_isolated(point, measure, timeout) if isolate else measure_in_process(point, measure)
+            refused = budget.refuse(point) if budget else ""
+            if refused:
+                yield point, {"status": "skipped", "metrics": "", "note": f"not measured: {refused}"}
+                continue
+            start = time.monotonic()
+            fields = measure_isolated(point, measure, timeout) if isolate else measure_in_process(point, measure)
+            if budget:
+                budget.record(point, time.monotonic() - start, fields)
+            yield point, fields
+
+    return run
+
+
+def _count_in_pool(points: list[Point], measure: Measure, workers: int,
+                   announce: Callable[[Point], None]) -> Iterator[tuple[Point, dict]]:
+    """Count-only points (meta device, no timing) in worker processes: tracing is single-threaded
+    Python, and the points do not disturb one another."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    torch = sys.modules.get("torch")  # CUDA does not survive a fork
+    start = "spawn" if torch is not None and torch.cuda.is_initialized() else "fork"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start)) as pool:
+        futures = {pool.submit(measure_in_process, p, measure): p for p in points}
+        for future in as_completed(futures):
+            try:
+                fields = future.result()
+            except Exception as exc:  # a worker died: that point is an error row, the sweep goes on
+                fields = {"status": "error", "note": f"{type(exc).__name__}: {one_line(exc)}"}
+            announce(futures[future])
+            yield futures[future], fields
+
+
+def make_row(point: Point, fields: dict) -> dict:
+    """The CSV row of a measured point: its identity, what was measured, and the provenance."""
+    row = {**point.row_fields(), **{k: v for k, v in fields.items() if not k.startswith("_")}}
+    peak, pred = row.get("peak_mem_mib"), row.get("pred_peak_mem_mib")
+    if peak and pred is not None:
+        row["pred_err"] = (peak - pred) / peak
+    return {**row, "git_commit": env.git_commit(), "timestamp": env.timestamp()}
 
 
 def run_sweep(
     points: Iterable[Point],
     csv_path: str | Path,
     *,
-    measure: Measure = measure_point,
+    measure: Optional[Measure] = None,
     isolate: bool = False,
     timeout: Optional[float] = None,
     progress: bool = True,
     workers: int = 1,
+    budget: Optional["Budget"] = None,
+    runner: Optional[Runner] = None,
 ) -> Counter:
-    """Measure every point whose KEY has no result yet in `csv_path` (error/timeout rows are measured
-    again and replaced), appending its row right away.
-    `workers` > 1 counts the count-only points in that many processes (`measure` must then be
-    importable). Returns the count of rows written per status (plus "resumed": points found already done)."""
+    """Measure every point that `plan_resume` leaves to do, appending its row right away (and then
+    dropping the rows it replaces). Returns the count of rows written per status (plus "resumed":
+    points found already done). `runner` replaces the local one (a cluster's); `workers` > 1 counts
+    the count-only points in that many processes (`measure` must then be importable)."""
     from tqdm import tqdm
 
+    if measure is None:
+        from bench.measure import measure_point as measure
     if timeout is not None and not isolate:
         raise ValueError("a timeout needs isolate=True: only a point in its own process can be stopped")
-    if isolate or workers > 1:
-        _qualified_name(measure)  # fail before measuring anything
+    if isolate or workers > 1 or runner:
+        qualified_name(measure)  # fail before measuring anything
     points = list(points)
-    done = csvio.done_keys(csv_path)
-    todo = list({p.key: p for p in points if p.key not in done}.values())
-    csvio.drop_retried(csv_path, {p.key for p in todo})  # an error/timeout row is replaced by the new result
-    counts = Counter(resumed=len({p.key for p in points} & done))
+    plan = plan_resume(points, csv_path)
+    if plan.conflicts:
+        point, diff = plan.conflicts[0]
+        raise ValueError(f"{csv_path} holds {point.label} measured in another setting ({diff})")
+    counts = Counter(resumed=len(plan.done))
+    todo = plan.todo
+    runner = runner or _local_runner(isolate, timeout, workers, budget)
     # disable=None: tqdm draws only on a terminal, so logs (CI) get no carriage-return noise
-    bar = tqdm(total=sum(_weight(p) for p in todo), disable=True if not progress or not todo else None, file=sys.stderr, dynamic_ncols=True,
-               bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed} elapsed, ~{remaining} left]")
-    with bar:
-        started = iter(range(1, len(todo) + 1))
-        announce = lambda point: bar.set_description_str(f"[{next(started)}/{len(todo)}] {point.label}")
-        for point, fields in _measure_all(todo, measure, isolate, timeout, workers, announce):
-            row = {
-                "model": point.model, "family": point.family, "resolution": point.resolution, "tokens": point.tokens,
-                "batch_size": point.batch_size, "device": point.device, "dtype": point.dtype,
-                **(env.environment(point.device) if "torch" not in fields else {}), **fields, "timestamp": env.timestamp(),
-            }
-            csvio.append_row(csv_path, row)
-            counts[row["status"]] += 1
-            bar.update(_weight(point))
+    bar = tqdm(total=sum(_weight(p) for p in todo), disable=True if not progress or not todo else None, file=sys.stderr,
+               dynamic_ncols=True, bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed} elapsed, ~{remaining} left]")
+    replaced: list[int] = []
+    try:
+        with bar:
+            started = iter(range(1, len(todo) + 1))
+            announce = lambda point: bar.set_description_str(f"[{next(started)}/{len(todo)}] {point.label}")
+            for point, fields in runner(todo, measure, announce):
+                csvio.append_row(csv_path, make_row(point, fields))
+                replaced += plan.replace.get(point.key, [])
+                counts[fields["status"]] += 1
+                bar.update(_weight(point))
+                if fields.get("_sticky") and point.device == "cuda":
+                    raise StickyCudaError(f"{point.label}: {fields.get('note')}")
+    finally:
+        csvio.replace_rows(csv_path, replaced)  # the rows that new results replace go, also after a stop
     return counts
 
 

@@ -21,8 +21,9 @@ def _point(model="deit_t", resolution=224, **cells) -> dict:
     """A measured GPU-like row; cells override."""
     row = dict(model=model, family=model.split("_")[0], resolution=resolution, tokens=(resolution // 16) ** 2,
                batch_size=64, device="cuda", dtype="fp16", backend="eager", params=5717416,
-               flops=1_258_291_200 * (resolution // 224) ** 2, fps=1000.0, fps_spread=0.01, repeats=5,
-               peak_mem_mib=800.0, reserved_mem_mib=900.0, nvml_used_mib=1500.0, status="ok", gpu_name="NVIDIA H100")
+               flops=1_258_291_200 * (resolution // 224) ** 2, fps=1000.0, fps_iqr=0.01, repeats=5,
+               peak_mem_mib=800.0, reserved_mem_mib=900.0, nvml_used_mib=1500.0, status="ok", device_name="NVIDIA H100",
+               threads=None, min_repeats=10, torch="2.11.0")
     row.update(cells)
     return row
 
@@ -57,7 +58,7 @@ def test_exact_match_passes(tmp_path, capsys):
 
 def test_model_gaining_a_layer_fails_with_named_change(tmp_path, capsys):
     """Counts of the real deit_t at depth 12 vs 13: params and flops changed -> exit 1, messages say by how much."""
-    where = {"batch_size": 1, "device": "cpu", "dtype": "fp32", "status": "ok"}
+    where = {"model": "deit_t", "resolution": 224, "batch_size": 1, "device": "cpu", "dtype": "fp32", "status": "ok"}
     count_point = pytest.importorskip("bench.flops", reason="FLOP counting needs fvcore").count_point
     base = {**count_point("deit_t", 224), **where}
     cur = {**count_point("deit_t", 224, depth=13), **where}
@@ -82,8 +83,8 @@ def test_model_gaining_a_layer_fails_with_named_change(tmp_path, capsys):
     (0.03, 0.0, 0),   # within the tolerance
 ])
 def test_fps_allowance_is_the_larger_of_tolerance_and_measured_spread(tmp_path, capsys, drop, spread, expected):
-    base = [_point(fps=1000.0, fps_spread=spread)]
-    cur = [_point(fps=1000.0 * (1 - drop), fps_spread=spread)]
+    base = [_point(fps=1000.0, fps_iqr=spread)]
+    cur = [_point(fps=1000.0 * (1 - drop), fps_iqr=spread)]
     status, out = _gate(tmp_path, base, cur, capsys=capsys)
     assert status == expected, out
     if expected:
@@ -130,19 +131,72 @@ def test_missing_and_new_points(tmp_path, capsys):
     assert status == 0 and "1 missing" in out and "1 new" in out
 
 
-def test_empty_metric_is_not_compared(tmp_path, capsys):
+def test_a_value_new_in_current_is_listed_and_one_missing_in_current_fails(tmp_path, capsys):
     status, out = _gate(tmp_path, [_point(nvml_used_mib=None)], [_point(fps=None, nvml_used_mib=9999.0)], capsys=capsys)
-    assert status == 0, out
-    assert "2 not compared" in out
-    assert {f.message for f in _result(tmp_path).findings if f.verdict == "not compared"} == {
-        "deit_t @ 224: fps not compared (empty in current) [bs 64, fp16, cuda]",
-        "deit_t @ 224: nvml_used_mib not compared (empty in baseline) [bs 64, fp16, cuda]",
+    assert status == 1, out
+    assert {f.message for f in _result(tmp_path).findings if f.verdict in ("new", "missing")} == {
+        "deit_t @ 224: fps 1000 in the baseline, missing in current [bs 64, fp16, cuda]",
+        "deit_t @ 224: nvml_used_mib new in current (9999) [bs 64, fp16, cuda]",
     }
+    status, out = _gate(tmp_path / "allow", [_point(nvml_used_mib=None)], [_point(fps=None, nvml_used_mib=9999.0)],
+                        "--allow-missing", capsys=capsys)
+    assert status == 0, out
+
+
+@pytest.mark.parametrize("blank", ["flops", "params", "both"])
+def test_the_gate_is_exact_a_blank_count_fails_naming_the_point(tmp_path, capsys, blank):
+    cur = _point(**({"flops": None, "params": None} if blank == "both" else {blank: None}))
+    status, out = _gate(tmp_path, [_point()], [cur], capsys=capsys)
+    assert status == 1, out
+    named = ("flops", "params") if blank == "both" else (blank,)
+    for metric in named:
+        assert f"REGRESSION deit_t @ 224: {metric}" in out and "missing in current" in out
+
+
+def test_the_gate_is_exact_a_file_without_a_flops_column_fails(tmp_path, capsys):
+    base = _csv(tmp_path / "base.csv", [_point()])
+    cur = tmp_path / "cur.csv"
+    cur.write_text("model,family,resolution,tokens,batch_size,device,dtype,params,status\n"
+                   "deit_t,deit,224,196,64,cuda,fp16,5717416,ok\n")
+    status = compare.main([str(base), str(cur), "--allow-missing"])
+    out = capsys.readouterr().out
+    assert status == 0, out  # --allow-missing is the only way to accept it
+    status = compare.main([str(base), str(cur)])
+    out = capsys.readouterr().out
+    assert status == 1 and "REGRESSION deit_t @ 224: flops 1258291200 in the baseline, missing in current" in out
+    assert "has no" in out and "read as unknown" in out  # the older file's identity is unknown, and said so
+
+
+def test_different_devices_are_refused_unless_asked(tmp_path, capsys):
+    base, cur = [_point()], [_point(device_name="NVIDIA L40S", fps=400.0)]
+    assert compare.main([str(_csv(tmp_path / "b.csv", base)), str(_csv(tmp_path / "c.csv", cur))]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "different devices (NVIDIA H100 -> NVIDIA L40S)" in err
+    status, out = _gate(tmp_path / "across", base, cur, "--across-devices", capsys=capsys)
+    assert status == 1 and "note: compared across devices: NVIDIA H100 -> NVIDIA L40S" in out
+    # counts alone (a FLOP gate) do not depend on the device
+    counts = dict(fps=None, fps_iqr=None, peak_mem_mib=None, reserved_mem_mib=None, nvml_used_mib=None)
+    status, out = _gate(tmp_path / "counts", [_point(**counts)], [_point(device_name="AMD EPYC", **counts)], capsys=capsys)
+    assert status == 0, out
+
+
+def test_measurements_of_another_setting_are_not_comparable(tmp_path, capsys):
+    status, out = _gate(tmp_path, [_point()], [_point(min_repeats=3, backend="sdpa")], capsys=capsys)
+    assert status == 1
+    assert "REGRESSION deit_t @ 224: measured in another setting (backend eager -> sdpa, min_repeats 10 -> 3)" in out
+
+
+def test_predicted_memory_is_compared_exactly(tmp_path, capsys):
+    base = [_point(pred_peak_mem_mib=1234.5, pred_gpu="h100")]
+    status, out = _gate(tmp_path, base, [_point(pred_peak_mem_mib=1240.0, pred_gpu="h100")], capsys=capsys)
+    assert status == 1 and "REGRESSION deit_t @ 224: pred_peak_mem_mib 1234.5 -> 1240" in out
+    status, out = _gate(tmp_path / "gpu", base, [_point(pred_peak_mem_mib=1234.5, pred_gpu="l40s")], capsys=capsys)
+    assert status == 1 and "pred_gpu h100 -> l40s" in out
 
 
 def _unmeasured(status: str) -> dict:
     """A point that did not end ok has no measurements (its counts are still there)."""
-    cols = ("fps", "fps_spread", "peak_mem_mib", "reserved_mem_mib", "nvml_used_mib")
+    cols = ("fps", "fps_iqr", "peak_mem_mib", "reserved_mem_mib", "nvml_used_mib")
     return {} if status == "ok" else dict.fromkeys(cols)
 
 
@@ -180,8 +234,8 @@ def test_markdown_for_a_pull_request(tmp_path, capsys):
 
 
 def test_environment_differences_are_noted(tmp_path, capsys):
-    status, out = _gate(tmp_path, [_point()], [_point(gpu_name="NVIDIA L40S")], capsys=capsys)
-    assert status == 0 and "note: gpu_name differs: NVIDIA H100 -> NVIDIA L40S" in out
+    status, out = _gate(tmp_path, [_point()], [_point(torch="2.13.0")], capsys=capsys)
+    assert status == 0 and "note: torch differs: 2.11.0 -> 2.13.0" in out
 
 
 def test_unreadable_input_is_exit_2(tmp_path, capsys):
@@ -204,9 +258,9 @@ def test_cli_subcommand(tmp_path):
 def test_committed_cpu_baseline_is_schema_shaped_and_current():
     """The baseline CI gates on: schema columns, one row per point, and its deit_t @ 224 row equal to a fresh count."""
     frame = compare.load_results(BASELINE)
-    assert tuple(frame.columns) == COLUMNS
+    assert tuple(frame.columns) == COLUMNS and not frame.attrs["missing_columns"]
     assert compare.compare_frames(frame, frame).failed is False
-    row = frame[(frame.model == "deit_t") & (frame.resolution == "224")].iloc[0]
+    row = frame[(frame.model == "deit_t") & (frame.resolution == 224)].iloc[0]
     count_point = pytest.importorskip("bench.flops", reason="FLOP counting needs fvcore").count_point
     fresh = count_point("deit_t", 224)
     assert (int(row.params), int(row.flops)) == (fresh["params"], fresh["flops"])

@@ -2,12 +2,16 @@
 pinned counts of every registered model, counted vs analytic, and the paper's 1280 px claim."""
 
 import multiprocessing
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from bench import csvio
+from bench.families import analytic_flops
 
 pytest.importorskip("fvcore", reason="FLOP counting needs fvcore")
 
@@ -18,7 +22,9 @@ from kernels import depthwise_conv, selective_scan, ttt_linear, ttt_linear_bidir
 from kernels.conv import depthwise_conv_flops
 from kernels.selective_scan import selective_scan_flops
 from kernels.ttt import ttt_linear_flops
-from vittt import create_model, list_models
+from vittt import create_model, get_config, list_models
+
+BASELINE = Path(__file__).resolve().parents[1] / "results" / "baselines" / "cpu-flops.csv"
 
 
 class OpOnMeta(nn.Module):
@@ -68,13 +74,14 @@ def test_ttt_linear_bidir_handle(B, H, L, d, mb):
     assert fc.by_op == {"ttt_linear_bidir": fc.total}
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])  # one op node, one handle, whatever the backend
 @pytest.mark.parametrize("delta_softplus", [False, True])
 @pytest.mark.parametrize(("has_D", "has_z", "has_delta_bias"), [(False, False, False), (True, True, True), (True, False, True)])
-def test_selective_scan_handle(has_D, has_z, has_delta_bias, delta_softplus):
+def test_selective_scan_handle(has_D, has_z, has_delta_bias, delta_softplus, backend):
     Bt, E, L, N = 2, 6, 11, 4
     tensors = [meta(Bt, E, L), meta(Bt, E, L), meta(E, N), meta(Bt, N, L), meta(Bt, N, L),
                meta(E) if has_D else None, meta(Bt, E, L) if has_z else None, meta(E) if has_delta_bias else None]
-    fc = count(selective_scan, *tensors, delta_softplus=delta_softplus, backend="torch")
+    fc = count(selective_scan, *tensors, delta_softplus=delta_softplus, backend=backend)
     assert fc.total == selective_scan_flops(Bt, E, L, N, has_D=has_D, has_z=has_z, has_delta_bias=has_delta_bias,
                                             delta_softplus=delta_softplus)
     assert fc.by_op == {"selective_scan": fc.total}
@@ -180,7 +187,6 @@ def test_model_at_224(at_224, name):
     p = at_224[name]
     assert (p["flops"], p["params"]) == PINNED_224[name]
     assert "vittt_bench::" not in p["unsupported_ops"]
-    assert (p["model"], p["resolution"], p["tokens"]) == (name, 224, 196)
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_DEIT_GFLOPS))
@@ -211,19 +217,13 @@ def test_same_counts_as_plain_fvcore():
     assert (fc.total, fc.by_op, fc.unsupported) == (plain.total(), dict(plain.by_operator()), dict(plain.unsupported_ops()))
 
 
-@pytest.fixture(scope="module")
-def sweep() -> dict[tuple[str, int], dict]:
-    points = count_points(sorted(PINNED_224), DEFAULT_RESOLUTIONS)
-    return {(p["model"], p["resolution"]): p for p in points}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("res", DEFAULT_RESOLUTIONS)
-@pytest.mark.parametrize("name", sorted(PINNED_224))
-def test_counted_matches_analytic(sweep, name, res):
-    p = sweep[name, res]
-    assert abs(p["flops_rel_diff"]) <= 0.02, p
-    assert "vittt_bench::" not in p["unsupported_ops"]
+def test_analytic_equals_the_committed_count_at_every_point():
+    """The closed forms against fvcore's counts of the whole default sweep, as committed in the
+    baseline (CI's gate recounts that sweep with this code and requires it to equal the baseline)."""
+    rows = csvio.read_rows(BASELINE)
+    assert {(r["model"], int(r["resolution"])) for r in rows} == {(m, r) for m in PINNED_224 for r in DEFAULT_RESOLUTIONS}
+    for r in rows:
+        assert analytic_flops(get_config(r["model"], int(r["resolution"]))) == int(r["flops"]), r["model"]
 
 
 def test_paper_claim_flops_at_1280():

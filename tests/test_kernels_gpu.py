@@ -15,7 +15,7 @@ from kernels.selective_scan import mamba_available
 from kernels.ttt.dual import ttt_linear_dual
 from vittt import create_model
 
-from test_selective_scan import make_inputs as scan_inputs
+from selective_scan_inputs import make_inputs as scan_inputs
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -17,7 +17,7 @@ PARAMS = {
     # timm deit_{tiny,small,base}_patch16_224
     "deit_t": 5_717_416, "deit_s": 22_050_664, "deit_b": 86_567_656,
     "deit_t_sdpa": 5_717_416, "deit_s_sdpa": 22_050_664, "deit_b_sdpa": 86_567_656,
-    # computed from the architecture (DESIGN.md s.3)
+    # computed from the architecture (docs/models.md)
     "vittt_t": 6_982_384, "vittt_s": 26_377_336, "vittt_b": 102_409_096,
     "vittt_t_ttt_layer": 5_862_412, "vittt_t_share_qk": 5_420_044, "vittt_t_gating": 5_862_412,
     "vittt_t_conv1d": 5_885_452, "vittt_t_dual": 6_959_344,
@@ -77,7 +77,6 @@ def test_cpu_forward_224_and_larger(name):
         assert torch.isfinite(y).all()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["deit_t", "vittt_t"])
 def test_cpu_forward_full_depth(name):
     y = _forward(name, 224, 2)

@@ -1,5 +1,4 @@
 """selective_scan: reference vs scalar-loop oracle, mamba-ssm backend vs reference, custom op, FLOP formulas."""
-import itertools
 import sys
 import warnings
 
@@ -12,41 +11,9 @@ from kernels.selective_scan import (mamba_available, resolve_backend, selective_
 from kernels.selective_scan import mamba as mamba_mod
 from kernels.selective_scan.flops import elementwise_handles
 
-FLAGS = list(itertools.product([False, True], repeat=4))  # has_D, has_z, has_delta_bias, delta_softplus
-FLAG_IDS = ["".join(c if f else "-" for c, f in zip("DzbS", fl)) for fl in FLAGS]
+from selective_scan_inputs import FLAG_IDS, FLAGS, make_inputs, rel_err, select
+
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
-
-
-def make_inputs(Bt, E, L, N, dtype=torch.float32, device="cpu", seed=0):
-    """Mamba-like inputs: A < 0 (A_log init), delta ~ dt range; activations in `dtype`, weights float32/64."""
-    g = torch.Generator().manual_seed(seed)
-    wtype = torch.float64 if dtype == torch.float64 else torch.float32
-
-    def act(*shape):
-        return torch.randn(*shape, generator=g).to(device, dtype)
-
-    return dict(
-        u=act(Bt, E, L),
-        delta=(0.5 * torch.rand(Bt, E, L, generator=g) + 0.01).to(device, dtype),
-        A=(-(torch.rand(E, 1, generator=g, dtype=wtype) + 0.5) * torch.arange(1, N + 1, dtype=wtype)).to(device),
-        B=act(Bt, N, L), C=act(Bt, N, L),
-        D=torch.randn(E, generator=g).to(device, wtype),
-        z=act(Bt, E, L),
-        delta_bias=(0.1 * torch.rand(E, generator=g)).to(device, wtype),
-    )
-
-
-def select(inp, flags):
-    """Positional (u, delta, A, B, C) and the keyword arguments that `flags` switch on."""
-    has_D, has_z, has_bias, softplus = flags
-    kwargs = dict(D=inp["D"] if has_D else None, z=inp["z"] if has_z else None,
-                  delta_bias=inp["delta_bias"] if has_bias else None, delta_softplus=softplus)
-    return tuple(inp[k] for k in ("u", "delta", "A", "B", "C")), kwargs
-
-
-def rel_err(out, ref):
-    out, ref = out.double().cpu(), ref.double().cpu()
-    return ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
 
 
 # --- numerics ------------------------------------------------------------------------------------------------
@@ -135,8 +102,8 @@ def test_resolve_backend():
     assert resolve_backend("auto", "cpu") == "torch"
     assert resolve_backend("auto", torch.device("meta")) == "torch"
     assert resolve_backend("torch", "cpu") == "torch"
-    with pytest.raises(ValueError, match="allowed: auto, torch, mamba_ssm"):
-        resolve_backend("triton", "cpu")
+    with pytest.raises(ValueError, match="allowed: auto, torch, triton, mamba_ssm"):
+        resolve_backend("cuda", "cpu")
 
 
 @pytest.mark.skipif(mamba_available(), reason="mamba-ssm is installed here")
@@ -157,7 +124,7 @@ def test_broken_mamba_install_is_unavailable(tmp_path, monkeypatch):
     try:
         assert not mamba_available()
         assert "OSError" in mamba_mod.unavailable_reason()
-        assert resolve_backend("auto", "cuda") == "torch"
+        assert resolve_backend("auto", "cuda") == "triton"
     finally:
         mamba_mod._load.cache_clear()
 

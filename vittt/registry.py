@@ -2,7 +2,7 @@
 
 A registered function only returns a config dataclass; the family's model class (registered with
 `@register_family`) turns that config into an `nn.Module`. So `get_config` is cheap and the FLOP
-formulas (`bench.analytic`) can work from a config without building anything.
+formulas (`bench/families/`) can work from a config without building anything.
 """
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from typing import Callable, TypeVar
 
 from torch import nn
 
-FAMILIES = ("deit", "vittt", "vim")
-SIZES = ("t", "s", "b")
+SIZES = {"t": "Tiny", "s": "Small", "b": "Base"}  # model size -> its name; the order of Fig. 6's rows
 
 _MODELS: dict[str, Callable[[], "ModelConfig"]] = {}
 _FAMILY_CLASSES: dict[str, type[nn.Module]] = {}
@@ -25,7 +24,7 @@ class ModelConfig:
     """Fields every model has; each family's config subclasses this and adds its own fields."""
 
     name: str
-    family: str  # one of FAMILIES
+    family: str  # the family's module class (`register_family`) and spec (bench/families/) key
     size: str  # one of SIZES
     dim: int
     depth: int
@@ -49,11 +48,21 @@ C = TypeVar("C", bound=type[nn.Module])
 
 
 def register_model(fn: Fn) -> Fn:
-    """Register a config-building function under its own name."""
-    if fn.__name__ in _MODELS:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
+    """Register a config-building function under its own name. The same function defined again
+    (its file loaded a second time, e.g. under another module name) replaces the first."""
+    old = _MODELS.get(fn.__name__)
+    if old is not None and old.__code__.co_filename != fn.__code__.co_filename:
+        raise ValueError(f"model {fn.__name__!r} is registered twice ({old.__code__.co_filename}, {fn.__code__.co_filename})")
     _MODELS[fn.__name__] = fn
     return fn
+
+
+def model_function(name: str) -> Callable[[], ModelConfig]:
+    """The registered config function of `name` (where it is defined tells a child process what to
+    import to register it again)."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return _MODELS[name]
 
 
 def register_family(family: str) -> Callable[[C], C]:

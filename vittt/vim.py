@@ -27,7 +27,7 @@ class VimConfig(ModelConfig):
     d_state: int = 16  # N, SSM state size per channel
     expand: int = 2  # E = expand * D
     d_conv: int = 4  # causal conv1d width
-    backend: str = "auto"  # selective-scan backend: "auto" | "torch" | "mamba_ssm"
+    backend: str = "auto"  # selective-scan backend: "auto" | "torch" | "triton" | "mamba_ssm"
 
     @property
     def d_inner(self) -> int:

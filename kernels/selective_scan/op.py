@@ -14,17 +14,19 @@ from kernels._checks import shape_checks
 from kernels.selective_scan.mamba import INSTALL_HINT, mamba_available, selective_scan_mamba, unavailable_reason
 from kernels.selective_scan.naive import selective_scan_ref
 
-BACKENDS = ("auto", "torch", "mamba_ssm")
-_IMPLS = {"torch": selective_scan_ref, "mamba_ssm": selective_scan_mamba}
+BACKENDS = ("auto", "torch", "triton", "mamba_ssm")
 
 
 def resolve_backend(backend: str, device: Union[torch.device, str]) -> str:
-    """Concrete backend for tensors on `device`: "auto" -> "mamba_ssm" on CUDA when importable, else "torch"."""
+    """Concrete backend for tensors on `device`: "auto" -> on CUDA "mamba_ssm" when importable, else
+    "triton"; elsewhere (CPU, meta) "torch"."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown selective_scan backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     device_type = torch.device(device).type
     if backend == "auto":
-        return "mamba_ssm" if device_type == "cuda" and mamba_available() else "torch"
+        if device_type != "cuda":
+            return "torch"
+        return "mamba_ssm" if mamba_available() else "triton"
     if backend == "mamba_ssm":
         if not mamba_available():
             raise RuntimeError(f"selective_scan backend 'mamba_ssm' needs mamba-ssm, which is not importable "
@@ -34,11 +36,20 @@ def resolve_backend(backend: str, device: Union[torch.device, str]) -> str:
     return backend
 
 
+def _impl(backend: str):
+    """The implementation of a resolved backend; triton is imported only when asked for."""
+    if backend == "triton":
+        from kernels.selective_scan.triton_fwd import selective_scan_triton
+
+        return selective_scan_triton
+    return selective_scan_mamba if backend == "mamba_ssm" else selective_scan_ref
+
+
 @torch.library.custom_op("vittt_bench::selective_scan", mutates_args=())
 def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
                        backend: str) -> Tensor:
-    return _IMPLS[backend](u, delta, A, B, C, D, z, delta_bias, delta_softplus).contiguous()
+    return _impl(backend)(u, delta, A, B, C, D, z, delta_bias, delta_softplus).contiguous()
 
 
 @_selective_scan_op.register_fake
@@ -79,7 +90,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
 
     u, delta, z: [Bt, E, L]; A: [E, N]; B, C: [Bt, N, L]; D, delta_bias: [E].
     Returns [Bt, E, L] in u's dtype (half inputs are computed in float32 inside, also under autocast).
-    backend: "auto", "torch" (reference) or "mamba_ssm" (CUDA kernel, when installed).
+    backend: "auto", "torch" (reference), "triton" (CUDA, or CPU under TRITON_INTERPRET=1) or
+    "mamba_ssm" (CUDA kernel, when installed); see `resolve_backend`.
     """
     with shape_checks():
         _check_args(u, delta, A, B, C, D, z, delta_bias)

@@ -34,7 +34,7 @@ def test_ttt_linear(benchmark, measure, device, quick, batch, backend):
     assert out.shape == (B, H, L, d) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("backend", ["torch", "mamba_ssm"])
+@pytest.mark.parametrize("backend", ["torch", "triton", "mamba_ssm"])
 def test_selective_scan(benchmark, measure, device, quick, batch, backend):
     _require(backend, device)
     torch.manual_seed(0)
