@@ -11,9 +11,9 @@ spills where the kernel's entry forbids it. Takes 1-2 minutes on 2 cores (see do
     python scripts/compile_check.py [--jobs N]
 
 Adding a kernel is adding one `Kernel` to KERNELS: the @triton.jit function, its autotune configs,
-the dtypes and sizes to sweep, a function that returns (grid, positional args, constexprs) of a
-representative launch (meta tensors stand for the tensors: only dtype, shape and strides matter),
-and the rule for which (dtype, size) must not spill.
+the dtypes and sizes to sweep, a function that returns (positional args, constexprs) of a
+representative launch (best from the launcher's own argument builder; tensors may be meta or empty:
+only dtype, strides and alignment matter), and the rule for which (dtype, size) must not spill.
 """
 from __future__ import annotations
 
@@ -46,12 +46,13 @@ from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.runtime.jit import create_function_from_signature  # noqa: E402
 
 from bench.kernel_bench import make_ttt_inputs  # noqa: E402
-from kernels.ttt import triton_fwd  # noqa: E402
+from kernels.selective_scan import triton_fwd as scan_triton  # noqa: E402
+from kernels.ttt import triton_fwd as ttt_triton  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TARGETS = {"sm_80": 80, "sm_89": 89, "sm_90": 90}  # A100; L40S (the paper's GPU); H100/H200
 
-Launch = Callable[[torch.dtype, int], tuple[tuple, tuple, dict]]  # (dtype, size) -> (grid, args, constexprs)
+Launch = Callable[[torch.dtype, int], tuple[Sequence, dict]]  # (dtype, size) -> (positional args, constexprs)
 
 
 @dataclass(frozen=True)
@@ -60,21 +61,33 @@ class Kernel:
     fn: object  # the @triton.jit function (not its autotuner)
     configs: Sequence[triton.Config]  # every config autotuning may pick
     dtypes: Sequence[str]
-    sizes: Sequence[int]  # the kernel's size parameter (head dim for TTT)
+    sizes: Sequence[int]  # the kernel's size parameter (head dim for TTT, state size N for the scan)
     launch: Launch
     must_not_spill: Callable[[str, int], bool]  # (dtype, size) where any spill fails the check
 
 
-def _ttt_launch(dtype: torch.dtype, d: int) -> tuple[tuple, tuple, dict]:
+def _ttt_launch(dtype: torch.dtype, d: int) -> tuple[Sequence, dict]:
     """Vittt-T's bidirectional TTT call at 224 px (196 tokens), batch 64, in the mixer's layout,
     through the launcher's own argument builder."""
     x = make_ttt_inputs(64, 3, 196, d, 16, dtype, "meta")
-    return triton_fwd.launch_args(*x, torch.empty(x[0].shape, dtype=dtype, device="meta"), mini_batch=16, rev0=0)
+    _, args, constexprs = ttt_triton.launch_args(*x, torch.empty(x[0].shape, dtype=dtype, device="meta"),
+                                                 mini_batch=16, rev0=0)
+    return args, constexprs
+
+
+def _scan_launch(dtype: torch.dtype, n_state: int) -> tuple[Sequence, dict]:
+    """Vim-T's forward-direction scan at 224 px (E 384, 197 tokens; D, z, delta_bias and softplus on),
+    in the views Vim passes, through the launcher's own argument builder."""
+    u, delta, A, B, C, D, z, bias = scan_triton.vim_layout(dtype, N=n_state)
+    args = scan_triton.launch_args(u, delta, A, B, C, D, z, bias, torch.empty(u.shape, dtype=dtype))
+    return args, scan_triton._meta(n_state, delta_softplus=True)
 
 
 KERNELS = [
-    Kernel("ttt_linear_fwd", triton_fwd._ttt_linear_fwd_kernel, triton_fwd._CONFIGS, ("fp32", "bf16", "fp16"),
+    Kernel("ttt_linear_fwd", ttt_triton._ttt_linear_fwd_kernel, ttt_triton._CONFIGS, ("fp32", "bf16", "fp16"),
            (32, 64, 128), _ttt_launch, must_not_spill=lambda dtype, d: dtype in ("bf16", "fp16") and d == 64),
+    Kernel("selective_scan_fwd", scan_triton.KERNEL, scan_triton._CONFIGS, ("fp32", "bf16", "fp16"), (16,),
+           _scan_launch, must_not_spill=lambda dtype, n_state: True),
 ]
 
 
@@ -93,8 +106,10 @@ class Result:
 
 
 def config_name(config: triton.Config) -> str:
+    """e.g. "w4 s2" (4 warps, 2 pipeline stages), with the config's own constexprs first."""
     kw = config.all_kwargs()
-    name = f"w{kw['num_warps']} s{kw['num_stages']}"
+    own = " ".join(f"{k}={v}" for k, v in config.kwargs.items())
+    name = f"{own} w{kw['num_warps']} s{kw['num_stages']}".strip()
     return name + (f" maxnreg={kw['maxnreg']}" if kw.get("maxnreg") else "")
 
 
@@ -114,7 +129,7 @@ def compile_one(kernel: Kernel, target: str, dtype: str, size: int, config: trit
             gpu = GPUTarget("cuda", TARGETS[target], 32)
             backend = make_backend(gpu)
             binder = create_function_from_signature(kernel.fn.signature, kernel.fn.params, backend)
-            _, args, constexprs = kernel.launch(DTYPES[dtype], size)
+            args, constexprs = kernel.launch(DTYPES[dtype], size)
             kwargs = {**constexprs, **config.all_kwargs()}
             bound, specialization, options = binder(*args, **kwargs)
             options, signature, constants, attrs = kernel.fn._pack_args(backend, kwargs, bound, specialization,
@@ -157,12 +172,12 @@ def failures(results: Sequence[Result], kernels: Sequence[Kernel]) -> list[str]:
 
 
 def table(results: Sequence[Result]) -> str:
-    head = f"{'kernel':16s} {'target':6s} {'dtype':5s} {'size':>4s}  {'config':20s} {'regs':>4s} {'spill st/ld B':>14s}"
+    head = f"{'kernel':18s} {'target':6s} {'dtype':5s} {'size':>4s}  {'config':28s} {'regs':>4s} {'spill st/ld B':>14s}"
     rows = [head, "-" * len(head)]
     for r in results:
         cells = ("   compile failed" if r.error else
                  f"{r.registers:4d} {f'{r.spill_stores}/{r.spill_loads}':>14s}")
-        rows.append(f"{r.kernel:16s} {r.target:6s} {r.dtype:5s} {r.size:4d}  {r.config:20s} {cells}")
+        rows.append(f"{r.kernel:18s} {r.target:6s} {r.dtype:5s} {r.size:4d}  {r.config:28s} {cells}")
     return "\n".join(rows)
 
 

@@ -20,6 +20,8 @@ from test_ttt_linear import make_inputs as ttt_inputs
 
 AUTOCAST = dict(device_type="cpu", dtype=torch.bfloat16)
 BF16_TOL = 2e-2  # max|a-b| / max|b| of a bfloat16 forward against its float32 twin (measured: 4e-3 to 8e-3)
+INTERPRETED = pytest.mark.skipif(not triton_fwd.INTERPRETED, reason="CPU autocast runs the Triton backends under "
+                                 "the interpreter; on a GPU, tests/test_kernels_gpu.py runs CUDA autocast")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -55,10 +57,6 @@ def test_ttt_linear_torch_fp32_inputs_ignore_autocast():
     torch.testing.assert_close(auto, plain, rtol=0, atol=0)
 
 
-INTERPRETED = pytest.mark.skipif(not triton_fwd.INTERPRETED, reason="CPU autocast runs the Triton backend under "
-                                 "the interpreter; on a GPU, tests/test_gpu.py runs it under CUDA autocast")
-
-
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=INTERPRETED)])
 def test_ttt_linear_bidir_bf16_activations_ignore_autocast(backend):
     """bf16 q, k, v, lr with fp32 parameters (what a model under autocast passes): same result and
@@ -69,11 +67,12 @@ def test_ttt_linear_bidir_bf16_activations_ignore_autocast(backend):
     torch.testing.assert_close(auto, plain, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=INTERPRETED)])
 @pytest.mark.parametrize("act_dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_selective_scan_reference_ignores_autocast(act_dtype):
+def test_selective_scan_ignores_autocast(act_dtype, backend):
     args = scan_inputs()
     args = [x.to(act_dtype) if i in (0, 1, 3, 4, 6) else x for i, x in enumerate(args)]  # activations
-    plain, auto = same_under_autocast(kernels.selective_scan, *args, delta_softplus=True, backend="torch")
+    plain, auto = same_under_autocast(kernels.selective_scan, *args, delta_softplus=True, backend=backend)
     assert auto.dtype == act_dtype
     torch.testing.assert_close(auto, plain, rtol=0, atol=0)
 
@@ -103,15 +102,16 @@ def test_rules_registered_for_cpu_and_cuda_autocast(op):
 
 # ---- whole models -----------------------------------------------------------------------------
 
-def _autocast_seen_by(monkeypatch, target, name):
-    """Wrap target.name so each call records whether CPU autocast was on inside the op body."""
-    seen, fn = [], (target[name] if isinstance(target, dict) else getattr(target, name))
+def _autocast_seen_by(monkeypatch, module, name):
+    """Wrap module.name (an op body's reference implementation) so each call records whether CPU
+    autocast was on inside the op body."""
+    seen, fn = [], getattr(module, name)
 
     def spy(*args, **kwargs):
         seen.append(torch.is_autocast_enabled("cpu"))
         return fn(*args, **kwargs)
 
-    (monkeypatch.setitem if isinstance(target, dict) else monkeypatch.setattr)(target, name, spy)
+    monkeypatch.setattr(module, name, spy)
     return seen
 
 
@@ -120,7 +120,7 @@ def test_models_under_autocast(name, monkeypatch):
     """Small models (64 px, depth 2) under bf16 autocast: bf16 logits near the fp32 ones, and
     every TTT / scan op body ran with autocast off."""
     seen = {"ttt": _autocast_seen_by(monkeypatch, ttt_op, "ttt_linear_dual"),
-            "scan": _autocast_seen_by(monkeypatch, scan_op._IMPLS, "torch")}
+            "scan": _autocast_seen_by(monkeypatch, scan_op, "selective_scan_ref")}
     torch.manual_seed(0)
     model = create_model(name, img_size=64, depth=2).eval()
     x = torch.randn(2, 3, 64, 64)

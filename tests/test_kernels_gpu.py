@@ -1,8 +1,8 @@
 """The kernels on a CUDA GPU: part of the GPU acceptance command `python -m pytest -m gpu`.
 
 Triton TTT-Linear against the float64 dual form in fp32/bf16/fp16 at odd lengths, in the Vittt
-mixer's layout; what it allocates; its autotune key; CUDA autocast for every op; Vittt with both
-backends; mamba-ssm's scan against the reference when installed. Small shapes: the whole file
+mixer's layout; what it allocates; its autotune key; CUDA autocast for every op and backend; Vittt
+with both backends; the Triton scan and, when installed, mamba-ssm's scan against the reference. Small shapes: the whole file
 takes well under a minute on an H100-class GPU (most of it compiling the kernel's configs).
 """
 import pytest
@@ -83,12 +83,23 @@ def test_depthwise_conv_under_cuda_autocast_is_the_native_conv(dtype):
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
 
 
-def test_scan_reference_under_cuda_autocast_equals_outside():
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_scan_under_cuda_autocast_equals_outside(backend):
     args = list(scan_inputs(2, 16, 33, 8, device="cuda", seed=1).values())
-    plain = kernels.selective_scan(*args, delta_softplus=True, backend="torch")
+    plain = kernels.selective_scan(*args, delta_softplus=True, backend=backend)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        auto = kernels.selective_scan(*args, delta_softplus=True, backend="torch")
+        auto = kernels.selective_scan(*args, delta_softplus=True, backend=backend)
     torch.testing.assert_close(auto, plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("L", [1, 197])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_triton_scan_matches_reference(dtype, L):
+    inp = scan_inputs(2, 48, L, 16, dtype, device="cuda", seed=L)
+    args = list(inp.values())  # u, delta, A, B, C, D, z, delta_bias: every option on
+    out = kernels.selective_scan(*args, delta_softplus=True, backend="triton")
+    ref = kernels.selective_scan(*args, delta_softplus=True, backend="torch")
+    assert out.dtype == dtype and rel_err(out, ref) < TOL[dtype]
 
 
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
@@ -103,13 +114,16 @@ def test_vittt_triton_matches_torch_backend(autocast):
     assert rel_err(out, ref) < (TOL[torch.bfloat16] if autocast else TOL[torch.float32])
 
 
-@pytest.mark.skipif(not mamba_available(), reason="needs mamba-ssm's compiled selective_scan_cuda "
-                                                  "(`pip install -e .[mamba]` on a CUDA machine)")
+MAMBA = pytest.mark.skipif(not mamba_available(), reason="needs mamba-ssm's compiled selective_scan_cuda "
+                                                      "(`pip install -e .[mamba]` on a CUDA machine)")
+
+
+@pytest.mark.parametrize("backend", ["triton", pytest.param("mamba_ssm", marks=MAMBA)])
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
-def test_vim_mamba_matches_torch_backend(autocast):
+def test_vim_fast_scan_matches_torch_backend(autocast, backend):
     torch.manual_seed(0)
     ref_model = create_model("vim_t", img_size=64, depth=2, backend="torch").cuda().eval()
-    fast_model = create_model("vim_t", img_size=64, depth=2, backend="mamba_ssm").cuda().eval()
+    fast_model = create_model("vim_t", img_size=64, depth=2, backend=backend).cuda().eval()
     fast_model.load_state_dict(ref_model.state_dict())
     x = torch.randn(2, 3, 64, 64, device="cuda")
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):

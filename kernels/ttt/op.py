@@ -107,7 +107,7 @@ _autocast.register("ttt_linear_bidir", "keep")
 def ttt_linear(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor, ln_w: Tensor,
                ln_b: Tensor, *, mini_batch: int = 16, reverse: bool = False, backend: str = "auto",
                check: bool = True) -> Tensor:
-    """TTT-Linear forward (DESIGN.md s.4): q, k, v [B,H,L,d]; lr [B,H,L]; tok [mini_batch]; W0 [H,d,d];
+    """TTT-Linear forward (docs/kernels.md): q, k, v [B,H,L,d]; lr [B,H,L]; tok [mini_batch]; W0 [H,d,d];
     b0, ln_w, ln_b [H,d] -> [B,H,L,d] in q's dtype. Computed in float32, also under autocast (the
     Triton kernel feeds its matmuls q's dtype and accumulates in float32; docs/kernels.md).
     reverse=True scans from the end (flip L, op, flip L). check=False skips the argument checks, for

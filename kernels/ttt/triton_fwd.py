@@ -190,7 +190,7 @@ def _launch(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor
 
 def ttt_linear_triton(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
                       ln_w: Tensor, ln_b: Tensor, mini_batch: int, reverse: bool) -> Tensor:
-    """TTT-Linear forward (DESIGN.md s.4) in one launch; same result as `ttt_linear_dual`.
+    """TTT-Linear forward (docs/kernels.md) in one launch; same result as `ttt_linear_dual`.
 
     q, k, v [B,H,L,d]; lr [B,H,L]; tok [mini_batch]; W0 [H,d,d]; b0, ln_w, ln_b [H,d] -> [B,H,L,d]
     in q's dtype. reverse=True equals flip(L) -> op -> flip(L), read and written by index.
