@@ -7,10 +7,11 @@ flushed between runs):
     triton fwd                  ttt_linear_triton, one direction
     triton bidir_one_launch     ttt_linear_bidir_triton, both directions in one launch
     triton bidir_two_launches   ttt_linear_triton forward, then reverse: two launches
-Inputs have the layout the Vittt mixer passes (strided views of [B, L, n_dir, H, d]). Each row
-carries the achieved bandwidth under the bytes model (q, k, v, lr read once, out written once;
-the state and parameters are negligible), the FLOP rate and the fraction of the GPU's peak
-memory bandwidth. Without CUDA it writes nothing and exits with status 2.
+Inputs have the layout the Vittt mixer passes (q, k strided in the head dim after its conv1d).
+Each row carries the achieved bandwidth under the bytes model (q, k, v, lr read once, out written
+once; the state and parameters are negligible), the FLOP rate and the fraction of the GPU's peak
+memory bandwidth. A mode that fails is a row with status oom or error, and the run goes on.
+Without CUDA it writes nothing and exits with status 2.
 
     python -m bench.kernel_bench --out results/kernel_bench.csv [--quick]
 """
@@ -26,6 +27,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from bench.errors import describe, is_oom
+from bench.schema import DEFAULT_RESOLUTIONS as RESOLUTIONS
 from bench.timing import DTYPES, torch_dtype
 from kernels.ttt.flops import ttt_linear_flops
 
@@ -33,7 +36,6 @@ PATCH = 16
 HEAD_DIM = 64
 MINI_BATCH = 16
 BATCH = 64
-RESOLUTIONS = (224, 384, 512, 768, 1024, 1280, 1536, 2048)
 SIZES = {"T": 3, "S": 6, "B": 12}  # Vittt size -> heads of dim 64
 QUICK_RESOLUTIONS = (224, 1024)
 QUICK_SIZES = ("T", "B")
@@ -65,7 +67,7 @@ COLUMNS = (
     "tflops_2_per_fma",  # 2 * flops_fvcore / time, TFLOP/s counting 2 FLOPs per multiply-add
     "speedup", "speedup_over",  # time of the row named in speedup_over / this row's time
     "rel_err_vs_torch",  # triton fwd rows: max|triton - torch| / max|torch| of the outputs
-    "status", "note",  # ok | oom
+    "status", "note",  # ok | oom | error; note: what failed
     "gpu_name", "driver", "cuda", "torch", "triton", "git_commit", "timestamp",
 )
 
@@ -118,16 +120,21 @@ def make_ttt_inputs(B: int, H: int, L: int, d: int, mini_batch: int, dtype: torc
                     n_dir: int = 2, seed: int = 0) -> tuple[Tensor, ...]:
     """Random TTT-Linear arguments for n_dir directions, in the layout the Vittt mixer passes.
 
-    q, k, v [n,B,H,L,d] and lr [n,B,H,L] are strided views of [B,L,n,H,d] / [B,L,n,H] in `dtype`;
-    lr = sigmoid(.) / d, tok [n, mini_batch] = 1/i plus a small offset, W0 [n,H,d,d], b0, ln_w,
-    ln_b [n,H,d] in float32, all drawn from a generator seeded with `seed` on `device`.
+    q, k [n,B,H,L,d] are views of the causal conv1d's output [B, n*H*d, L] (head dim strided by L,
+    tokens unit-stride), v of the V projection [B, L, n*H*d], lr [n,B,H,L] of [B, L, n*H], all in
+    `dtype`; lr = sigmoid(.) / d, tok [n, mini_batch] = 1/i plus a small offset, W0 [n,H,d,d], b0,
+    ln_w, ln_b [n,H,d] in float32, all drawn from a generator seeded with `seed` on `device`.
     """
-    g = torch.Generator(device=device).manual_seed(seed)
+    meta = torch.device(device).type == "meta"  # layout only (no values): e.g. for an ahead-of-time compile
+    g = None if meta else torch.Generator(device=device).manual_seed(seed)
 
     def randn(*shape: int, dt: torch.dtype = torch.float32) -> Tensor:
+        if meta:
+            return torch.empty(*shape, device=device, dtype=dt)
         return torch.randn(*shape, generator=g, device=device, dtype=dt)
 
-    q, k, v = (randn(B, L, n_dir, H, d, dt=dtype).permute(2, 0, 3, 1, 4) for _ in range(3))  # [n,B,H,L,d]
+    q, k = (randn(B, n_dir, H, d, L, dt=dtype).permute(1, 0, 2, 4, 3) for _ in range(2))  # [n,B,H,L,d]
+    v = randn(B, L, n_dir, H, d, dt=dtype).permute(2, 0, 3, 1, 4)  # [n,B,H,L,d]
     lr = (torch.sigmoid(randn(B, L, n_dir, H)) / d).to(dtype).permute(2, 0, 3, 1)  # [n,B,H,L]
     i = torch.arange(1, mini_batch + 1, device=device, dtype=torch.float32)
     tok = (1.0 / i + 0.01 * randn(n_dir, mini_batch)).clamp(min=0.0)  # [n,mb]
@@ -148,9 +155,26 @@ def cuda_ms(fn: Callable[[], object]) -> float:
     return triton.testing.do_bench(fn, return_mode="median")
 
 
+def _release(device: str) -> None:
+    """Hand the CUDA allocator's cached blocks back after a failure, so the next mode or shape
+    starts from free memory. Called after the `except` block: inside it, the traceback still holds
+    the frames, and with them the tensors that the failed call had allocated."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _failure(exc: BaseException, what: str = "") -> dict[str, str]:
+    """The status and note of a row whose measurement raised `exc`."""
+    return {"status": "oom" if is_oom(exc) else "error", "note": f"{what}{describe(exc)}"}
+
+
 def measure(shape: Shape, dtype: str, device: str, timer: Callable[[Callable[[], object]], float] = cuda_ms,
             peak_gbps: float = math.nan) -> list[dict]:
-    """Time every mode at one shape; one row per (backend, mode), without the environment columns."""
+    """Time every mode at one shape; one row per (backend, mode), without the environment columns.
+
+    A mode that fails is a row with status oom or error (and the note says why); the others are
+    still timed, so a shape never aborts the run.
+    """
     from kernels.ttt.dual import ttt_linear_dual
     from kernels.ttt.triton_fwd import ttt_linear_bidir_triton, ttt_linear_triton
 
@@ -161,37 +185,45 @@ def measure(shape: Shape, dtype: str, device: str, timer: Callable[[Callable[[],
              "head_dim": d, "mini_batch": mb, "dtype": dtype, "backend": backend, "mode": mode, "directions": n,
              "bytes_moved": bytes_moved(B, H, L, d, dt.itemsize, dt.itemsize, n), "flops_fvcore": n * flops,
              "peak_gbps": peak_gbps} for backend, mode, n in MODES]
+    failed = None
     try:
         x = make_ttt_inputs(B, H, L, d, mb, dt, device)
-        fwd, bwd = [t[0] for t in x], [t[1] for t in x]  # per-direction views, no copies
-        runs = {
-            ("torch", "fwd"): lambda: ttt_linear_dual(*fwd, mini_batch=mb),
-            ("triton", "fwd"): lambda: ttt_linear_triton(*fwd, mini_batch=mb, reverse=False),
-            ("triton", "bidir_one_launch"): lambda: ttt_linear_bidir_triton(*x, mini_batch=mb),
-            ("triton", "bidir_two_launches"): lambda: (ttt_linear_triton(*fwd, mini_batch=mb, reverse=False),
-                                                       ttt_linear_triton(*bwd, mini_batch=mb, reverse=True)),
-        }
-    except torch.cuda.OutOfMemoryError as e:
-        torch.cuda.empty_cache()
-        return [{**row, "status": "oom", "note": f"inputs: {str(e).splitlines()[0]}"} for row in rows]
+    except Exception as exc:
+        failed = _failure(exc, "inputs: ")
+    if failed:
+        _release(device)
+        return [{**row, **failed} for row in rows]
+    fwd, bwd = [t[0] for t in x], [t[1] for t in x]  # per-direction views, no copies
+    runs = {
+        ("torch", "fwd"): lambda: ttt_linear_dual(*fwd, mini_batch=mb),
+        ("triton", "fwd"): lambda: ttt_linear_triton(*fwd, mini_batch=mb, reverse=False),
+        ("triton", "bidir_one_launch"): lambda: ttt_linear_bidir_triton(*x, mini_batch=mb),
+        ("triton", "bidir_two_launches"): lambda: (ttt_linear_triton(*fwd, mini_batch=mb, reverse=False),
+                                                   ttt_linear_triton(*bwd, mini_batch=mb, reverse=True)),
+    }
+    err, err_note = None, ""
     try:
         err = rel_err(runs["triton", "fwd"](), runs["torch", "fwd"]())
-    except torch.cuda.OutOfMemoryError:  # the reference did not fit: the triton rows are still timed
-        err = None
-        torch.cuda.empty_cache()
+    except Exception as exc:  # e.g. the reference does not fit: the triton rows are still timed
+        err_note = f"rel_err_vs_torch not measured: {_failure(exc)['note']}"
+    if err is None:
+        _release(device)
     times = {}
     for row in rows:
         key = (row["backend"], row["mode"])
+        failed = None
         try:
             times[key] = timer(runs[key])
-        except torch.cuda.OutOfMemoryError as e:
-            row.update(status="oom", note=str(e).splitlines()[0])
-            torch.cuda.empty_cache()
+        except Exception as exc:
+            failed = _failure(exc)
+        if failed:
+            _release(device)
+            row.update(failed)
             continue
         row.update(time_ms=times[key], status="ok",
                    **derived(times[key], row["bytes_moved"], row["flops_fvcore"], peak_gbps))
         if key == ("triton", "fwd"):
-            row["rel_err_vs_torch"] = err
+            row.update(rel_err_vs_torch=err, note=err_note)
     for row in rows:
         key, over = (row["backend"], row["mode"]), SPEEDUP_OVER.get((row["backend"], row["mode"]))
         if over and key in times and over in times:
@@ -214,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=DTYPES, default="bf16")
     parser.add_argument("--batch", type=int, default=BATCH)
     args = parser.parse_args(argv)
+    if args.batch < 1:
+        print(f"kernel_bench: --batch must be >= 1, got {args.batch}", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("kernel_bench: no CUDA device; this benchmark times GPU kernels and writes no numbers without one",
               file=sys.stderr)

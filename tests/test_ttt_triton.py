@@ -8,15 +8,18 @@ import math
 import os
 import subprocess
 import sys
+import weakref
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ON_GPU = torch.cuda.is_available()
 if not ON_GPU:
     os.environ["TRITON_INTERPRET"] = "1"
 
 import bench.kernel_bench as kb  # noqa: E402
+import kernels  # noqa: E402
 from kernels.ttt import triton_fwd  # noqa: E402
 from kernels.ttt.dual import ttt_linear_dual  # noqa: E402
 from kernels.ttt.flops import ttt_linear_flops  # noqa: E402
@@ -67,10 +70,63 @@ def test_other_dtypes_and_head_dims(dtype, d, reverse):
 
 def test_strided_inputs_read_in_place():
     x = inputs(33, torch.bfloat16)
-    assert not x[0].is_contiguous()  # the mixer's layout: views of [B, L, n, H, d]
+    assert x[0].stride(-1) != 1 and x[2].stride(-1) == 1  # q after the mixer's conv1d; v from its projection
     strided = triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=True)
     dense = triton_fwd.ttt_linear_triton(*(t.contiguous() for t in x), mini_batch=16, reverse=True)
     assert torch.equal(strided, dense)
+
+
+def mixer_ttt_args(monkeypatch, img_size: int = 80) -> list[torch.Tensor]:
+    """The arguments a real Vittt mixer (head dim 64, 2 heads, 25 tokens, batch 2) passes to the
+    Triton backend, captured from its forward."""
+    from vittt import create_model
+
+    captured = []
+
+    def capture(*args):
+        captured.extend(args[:9])
+        return torch.empty(args[0].shape, dtype=args[0].dtype, device=args[0].device)
+
+    model = create_model("vittt_t", img_size=img_size, depth=1, dim=128, num_heads=2, backend="triton")
+    with monkeypatch.context() as m, torch.inference_mode():
+        m.setattr(triton_fwd, "ttt_linear_bidir_triton", capture)
+        model.to(DEVICE).eval()(torch.randn(2, 3, img_size, img_size, device=DEVICE))
+    return captured
+
+
+def test_bench_inputs_have_the_mixers_layout(monkeypatch):
+    mixer = mixer_ttt_args(monkeypatch)
+    bench = kb.make_ttt_inputs(2, 2, 25, 64, 16, torch.float32, DEVICE)
+    assert [t.shape for t in bench] == [t.shape for t in mixer]
+    assert [t.stride() for t in bench] == [t.stride() for t in mixer]
+
+
+class _AtenLog(TorchDispatchMode):
+    """Records every aten op that runs inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_launcher_allocates_only_the_output(monkeypatch):
+    """On the exact layout the mixer passes (q, k with a strided head dim), the launcher hands the
+    kernel the input tensors themselves, and the output is the only tensor it creates."""
+    args = mixer_ttt_args(monkeypatch)
+    assert args[0].stride(-1) != 1 and args[1].stride(-1) != 1
+    launched = []
+    monkeypatch.setattr(triton_fwd, "_kernel", {(4, 2): lambda *a, **kw: launched.append(a)})  # grid (B*H, dirs)
+    with _AtenLog() as log:
+        out = triton_fwd.ttt_linear_bidir_triton(*args, mini_batch=16)
+    assert log.ops == ["aten.empty.memory_format"]
+    (passed,) = launched
+    tensors = [a for a in passed if isinstance(a, torch.Tensor)]  # q, k, v, lr, out, tok, W0, b0, ln_w, ln_b
+    assert len(tensors) == 10 and tensors[4] is out
+    assert all(t is x for t, x in zip(tensors[:4] + tensors[5:], args))
 
 
 @pytest.mark.parametrize("change, match", [
@@ -78,17 +134,18 @@ def test_strided_inputs_read_in_place():
     (lambda x: {"tok": x[4][:8]}, "tok must have shape"),
     (lambda x: {"lr": x[3][:, :1]}, "lr must have shape"),
 ], ids=["mini_batch", "tok", "lr"])
-def test_rejects_bad_arguments(change, match):
+def test_public_op_rejects_bad_arguments_for_triton(change, match):
+    """The op checks once, before the kernel (whose launcher checks nothing)."""
     x = inputs(16, torch.float32)
     kwargs = {**dict(zip(("q", "k", "v", "lr", "tok", "W0", "b0", "ln_w", "ln_b"), x)), "mini_batch": 16}
     with pytest.raises(ValueError, match=match):
-        triton_fwd.ttt_linear_triton(**{**kwargs, **change(x)}, reverse=False)
+        kernels.ttt_linear(**{**kwargs, **change(x)}, backend="triton")
 
 
 def test_head_dim_outside_the_kernel_is_rejected():
     x = inputs(16, torch.float32, d=48)
     with pytest.raises(ValueError, match="head dim 48"):
-        triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=False)
+        kernels.ttt_linear(*x, mini_batch=16, backend="triton")
 
 
 def test_cpu_without_interpreter_fails_clearly():
@@ -100,6 +157,7 @@ def test_cpu_without_interpreter_fails_clearly():
         "from kernels.ttt import triton_fwd",
         "from bench.kernel_bench import make_ttt_inputs",
         "assert not triton_fwd.INTERPRETED and not torch.cuda.is_available()",
+        "assert triton_fwd._kernel.keys == ['D', 'MB', 'L', 'n_programs']  # the autotuner's key: grid size included",
         "x = [t[0] for t in make_ttt_inputs(1, 1, 16, 64, 16, torch.float32, 'cpu', n_dir=1)]",
         "try:",
         "    triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=False)",
@@ -135,9 +193,9 @@ def test_bytes_model_counts_inputs_and_output():
 
 def test_shapes_of_the_sweep():
     points = kb.shapes(kb.RESOLUTIONS, tuple(kb.SIZES))
-    assert sorted({p.tokens for p in points}) == [196, 576, 1024, 2304, 4096, 6400, 9216, 16384]
+    assert sorted({p.tokens for p in points}) == [196, 576, 1024, 1600, 2304, 4096, 6400, 9216, 16384]  # 640 px too
     assert {(p.size, p.heads) for p in points} == {("T", 3), ("S", 6), ("B", 12)}
-    assert len(points) == 24 and {p.batch for p in points} == {64} and {p.head_dim for p in points} == {64}
+    assert len(points) == 27 and {p.batch for p in points} == {64} and {p.head_dim for p in points} == {64}
     assert len(kb.shapes(kb.QUICK_RESOLUTIONS, kb.QUICK_SIZES)) < len(points)
 
 
@@ -168,6 +226,68 @@ def test_measure_rows_and_csv(tmp_path):
     import pandas as pd
 
     assert tuple(pd.read_csv(path).columns) == kb.COLUMNS
+
+
+def test_measure_turns_failures_into_rows_and_frees_memory_after_the_traceback(monkeypatch):
+    """An OOM (also cuBLAS's) or any other error in one mode is that mode's row; the other modes are
+    timed, and memory is released only once the failure's traceback (and the tensors its frames
+    hold) is gone."""
+    held = []  # weak references to a tensor that each failing call holds in its frame
+    released_after_free = []
+    monkeypatch.setattr(kb, "_release", lambda device: released_after_free.append(all(r() is None for r in held)))
+    failures = {  # made when raised: an exception kept here would keep its traceback alive
+        ("torch", "fwd"): lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        ("triton", "bidir_one_launch"): lambda: RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling "
+                                                             "`cublasCreate(handle)`"),
+        ("triton", "bidir_two_launches"): lambda: ValueError("a bug, not a lack of memory")}
+    modes = iter(kb.MODES)
+
+    def timer(fn):
+        backend, mode, _ = next(modes)
+        if (backend, mode) in failures:
+            scratch = torch.empty(1024)  # what a failed call leaves in its frame
+            held.append(weakref.ref(scratch))
+            raise failures[backend, mode]()
+        fn()
+        return 2.0
+
+    rows = kb.measure(kb.Shape("T", resolution=64, batch=1), "fp32", DEVICE, timer=timer)
+    got = {(r["backend"], r["mode"]): (r["status"], r.get("note", "")) for r in rows}
+    assert got["torch", "fwd"] == ("oom", "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    status, note = got["triton", "bidir_one_launch"]
+    assert status == "oom" and "CUBLAS_STATUS_ALLOC_FAILED" in note
+    assert got["triton", "bidir_two_launches"] == ("error", "ValueError: a bug, not a lack of memory")
+    assert got["triton", "fwd"][0] == "ok"
+    assert "speedup" not in rows[1] and "speedup" not in rows[2]  # what they are taken against failed
+    assert released_after_free == [True, True, True]
+
+
+def test_measure_inputs_that_fail_give_rows(monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    monkeypatch.setattr(kb, "make_ttt_inputs", no_memory)
+    rows = kb.measure(kb.Shape("B", resolution=2048), "bf16", DEVICE, timer=lambda fn: 1.0)
+    assert [r["status"] for r in rows] == ["oom"] * 4 and rows[0]["note"].startswith("inputs: OutOfMemoryError")
+
+
+@pytest.mark.parametrize("batch", ["0", "-3"])
+def test_bench_rejects_a_bad_batch(tmp_path, capsys, batch):
+    out = tmp_path / "k.csv"
+    assert kb.main(["--out", str(out), "--batch", batch]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"kernel_bench: --batch must be >= 1, got {batch}" and not out.exists()
+
+
+def test_autotune_key_carries_the_grid():
+    """n_programs = B*H*directions is a kernel argument (the autotune key reads it): one launch over both
+    directions and two launches over one each are tuned apart."""
+    x = kb.make_ttt_inputs(64, 3, 196, 64, 16, torch.bfloat16, "meta")
+    out = torch.empty(x[0].shape, dtype=x[0].dtype, device="meta")
+    names = triton_fwd._ttt_linear_fwd_kernel.arg_names
+    for n in (1, 2):
+        grid, args, _ = triton_fwd.launch_args(*(t[:n] for t in x), out[:n], mini_batch=16, rev0=0)
+        assert grid == (64 * 3, n) and args[names.index("n_programs")] == 64 * 3 * n
 
 
 @pytest.mark.skipif(ON_GPU, reason="checks the refusal on a machine without CUDA")

@@ -1,6 +1,6 @@
 """Reference TTT-Linear: the primal form, token by token (the test oracle).
 
-Materialises W_i and b_i for every token exactly as DESIGN.md s.4 states, and takes the
+Materialises W_i and b_i for every token exactly as the contract (docs/kernels.md) states, and takes the
 inner gradient G_j from autograd, so it shares no hand-derived algebra with the dual form.
 Slow by design; run it in float64 for a tight oracle. Needs autograd (not inference mode).
 """
