@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -186,8 +185,16 @@ def _models(args: argparse.Namespace) -> list:
     return refs
 
 
+def _fvcore_imports() -> bool:
+    try:
+        import fvcore  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _metrics(args: argparse.Namespace) -> list[str]:
-    have_fvcore = importlib.util.find_spec("fvcore") is not None
+    have_fvcore = _fvcore_imports()
     if args.metrics:
         if "flops" in args.metrics and not have_fvcore:
             raise UsageError("--metrics flops needs fvcore, which is not installed (pip install fvcore; or leave flops out)")

@@ -24,6 +24,16 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and _OOM_TEXT.search(str(exc)) is not None
 
 
+# Messages of CUDA errors after which the process's CUDA context is unusable: every later call fails too.
+_STICKY_TEXT = re.compile(r"illegal memory access|device-side assert|unspecified launch failure|misaligned address|"
+                          r"illegal instruction|cudaErrorLaunchFailure", re.IGNORECASE)
+
+
+def is_sticky_cuda_error(exc: BaseException) -> bool:
+    """True for a CUDA error that leaves the context unusable (a sweep sharing the process must stop)."""
+    return isinstance(exc, RuntimeError) and _STICKY_TEXT.search(str(exc)) is not None
+
+
 def describe(exc: BaseException, limit: int = 300) -> str:
     """`Type: first line of the message`, at most `limit` characters: a row's note."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -286,13 +286,10 @@ def test_point_travels_as_json_and_keeps_its_identity():
     assert fake_point("a", s=setting(threads=2)).id != p.id
 
 
-def test_oom_classification():
-    import torch
+def test_sticky_cuda_errors():
+    from bench.errors import is_sticky_cuda_error
 
-    assert sweep.is_oom(torch.OutOfMemoryError("x"))
-    assert sweep.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
-    assert sweep.is_oom(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
-    assert sweep.is_oom(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
-    assert not sweep.is_oom(RuntimeError("shape mismatch")) and not sweep.is_oom(ValueError("out of memory"))
-    assert sweep.is_sticky_cuda_error(RuntimeError("CUDA error: an illegal memory access was encountered"))
-    assert not sweep.is_sticky_cuda_error(RuntimeError("CUDA error: out of memory"))
+    assert is_sticky_cuda_error(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert is_sticky_cuda_error(RuntimeError("CUDA error: device-side assert triggered"))
+    assert not is_sticky_cuda_error(RuntimeError("CUDA error: out of memory"))
+    assert not is_sticky_cuda_error(ValueError("illegal memory access"))
