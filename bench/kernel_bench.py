@@ -30,6 +30,7 @@ from torch import Tensor
 from bench.errors import describe, is_oom
 from bench.schema import DEFAULT_RESOLUTIONS as RESOLUTIONS
 from bench.timing import DTYPES, torch_dtype
+from kernels.testing import rel_err
 from kernels.ttt.flops import ttt_linear_flops
 
 PATCH = 16
@@ -141,11 +142,6 @@ def make_ttt_inputs(B: int, H: int, L: int, d: int, mini_batch: int, dtype: torc
     W0 = 0.02 * randn(n_dir, H, d, d)
     b0, ln_w, ln_b = 0.1 * randn(n_dir, H, d), 1.0 + 0.1 * randn(n_dir, H, d), 0.1 * randn(n_dir, H, d)
     return q, k, v, lr, tok, W0, b0, ln_w, ln_b
-
-
-def rel_err(a: Tensor, b: Tensor) -> float:
-    """max|a - b| / max|b|, in float32."""
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
 
 
 def cuda_ms(fn: Callable[[], object]) -> float:

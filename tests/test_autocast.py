@@ -12,6 +12,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import kernels
 from kernels.selective_scan import op as scan_op
+from kernels.testing import rel_err
 from kernels.ttt import op as ttt_op
 from kernels.ttt import triton_fwd
 from vittt import create_model
@@ -22,10 +23,6 @@ AUTOCAST = dict(device_type="cpu", dtype=torch.bfloat16)
 BF16_TOL = 2e-2  # max|a-b| / max|b| of a bfloat16 forward against its float32 twin (measured: 4e-3 to 8e-3)
 INTERPRETED = pytest.mark.skipif(not triton_fwd.INTERPRETED, reason="CPU autocast runs the Triton backends under "
                                  "the interpreter; on a GPU, tests/test_kernels_gpu.py runs CUDA autocast")
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
 
 
 def same_under_autocast(fn, *args, **kwargs):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import kernels
 from bench.kernel_bench import make_ttt_inputs
 from kernels.selective_scan import mamba_available
+from kernels.testing import rel_err
 from kernels.ttt.dual import ttt_linear_dual
 from vittt import create_model
 
@@ -21,10 +22,6 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}  # max|a-b| / max|b|, as in test_ttt_triton.py
 DTYPES = [pytest.param(dt, id=str(dt).removeprefix("torch.")) for dt in TOL]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
 @pytest.mark.parametrize("L", [1, 17, 196, 577])

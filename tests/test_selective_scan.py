@@ -11,7 +11,8 @@ from kernels.selective_scan import (mamba_available, resolve_backend, selective_
 from kernels.selective_scan import mamba as mamba_mod
 from kernels.selective_scan.flops import elementwise_handles
 
-from selective_scan_inputs import FLAG_IDS, FLAGS, make_inputs, rel_err, select
+from kernels.testing import rel_err
+from selective_scan_inputs import FLAG_IDS, FLAGS, make_inputs, select
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 

@@ -16,7 +16,8 @@ from kernels import selective_scan
 from kernels.selective_scan import mamba as mamba_mod
 from kernels.selective_scan import resolve_backend, selective_scan_loop, selective_scan_ref, triton_fwd
 
-from selective_scan_inputs import FLAG_IDS, FLAGS, make_inputs, rel_err, select
+from kernels.testing import rel_err
+from selective_scan_inputs import FLAG_IDS, FLAGS, make_inputs, select
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"

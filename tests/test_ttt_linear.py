@@ -4,6 +4,7 @@ import re
 import pytest
 import torch
 
+from kernels.testing import rel_err
 from kernels.ttt import resolve_backend, ttt_linear, ttt_linear_bidir, ttt_linear_flops
 from kernels.ttt.dual import ttt_linear_dual
 from kernels.ttt.naive import ttt_linear_loop
@@ -20,11 +21,6 @@ def make_inputs(B=2, H=3, L=33, d=16, mini_batch=16, dtype=torch.float32, seed=0
          "tok": 1 / torch.arange(1, mini_batch + 1) + 0.01 * rand(mini_batch),
          "W0": 0.02 * rand(H, d, d), "b0": 0.02 * rand(H, d), "ln_w": 1 + 0.1 * rand(H, d), "ln_b": 0.1 * rand(H, d)}
     return [x[n].to(dtype) for n in ARGS]
-
-
-def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
-    ref = ref.double()
-    return ((a.double() - ref).abs().max() / ref.abs().max()).item()
 
 
 def flip_seq(args):

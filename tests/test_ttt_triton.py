@@ -20,6 +20,7 @@ if not ON_GPU:
 
 import bench.kernel_bench as kb  # noqa: E402
 import kernels  # noqa: E402
+from kernels.testing import rel_err  # noqa: E402
 from kernels.ttt import triton_fwd  # noqa: E402
 from kernels.ttt.dual import ttt_linear_dual  # noqa: E402
 from kernels.ttt.flops import ttt_linear_flops  # noqa: E402
@@ -46,7 +47,7 @@ def test_matches_dual(dtype, L, reverse):
     out = triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=reverse)
     ref = ttt_linear_dual(*x, mini_batch=16, reverse=reverse)
     assert out.shape == ref.shape == (2, 2, L, 64) and out.dtype == dtype
-    assert kb.rel_err(out, ref) < TOL[dtype]
+    assert rel_err(out, ref) < TOL[dtype]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
@@ -56,7 +57,7 @@ def test_bidir_one_launch(dtype):
     assert out.shape == (2, 2, 2, 33, 64) and out.dtype == dtype
     for i in (0, 1):
         ref = ttt_linear_dual(*(t[i] for t in x), mini_batch=16, reverse=bool(i))
-        assert kb.rel_err(out[i], ref) < TOL[dtype]
+        assert rel_err(out[i], ref) < TOL[dtype]
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
@@ -65,7 +66,7 @@ def test_bidir_one_launch(dtype):
 def test_other_dtypes_and_head_dims(dtype, d, reverse):
     x = inputs(33, dtype, d=d)
     out = triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=reverse)
-    assert kb.rel_err(out, ttt_linear_dual(*x, mini_batch=16, reverse=reverse)) < TOL[dtype]
+    assert rel_err(out, ttt_linear_dual(*x, mini_batch=16, reverse=reverse)) < TOL[dtype]
 
 
 def test_strided_inputs_read_in_place():

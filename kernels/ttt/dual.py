@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-EPS = 1e-6
+from kernels.ttt.naive import EPS
 
 
 def _mini_batch(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W: Tensor, b: Tensor,

@@ -7,7 +7,7 @@ Slow by design; run it in float64 for a tight oracle. Needs autograd (not infere
 import torch
 from torch import Tensor
 
-EPS = 1e-6
+EPS = 1e-6  # the inner LayerNorm's epsilon (the op's contract); the other backends import it from here
 
 
 def _ln(x: Tensor, ln_w: Tensor, ln_b: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ import triton.language as tl
 from torch import Tensor
 from triton.runtime.jit import JITFunction
 
-EPS = 1e-6
+from kernels.ttt.naive import EPS
 
 
 @triton.jit
