@@ -45,7 +45,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.runtime.jit import create_function_from_signature  # noqa: E402
 
-from bench.kernel_bench import make_ttt_inputs  # noqa: E402
+from bench.kernel_inputs import make_scan_inputs, make_ttt_inputs  # noqa: E402
 from kernels.selective_scan import triton_fwd as scan_triton  # noqa: E402
 from kernels.ttt import triton_fwd as ttt_triton  # noqa: E402
 
@@ -78,9 +78,9 @@ def _ttt_launch(dtype: torch.dtype, d: int) -> tuple[Sequence, dict]:
 def _scan_launch(dtype: torch.dtype, n_state: int) -> tuple[Sequence, dict]:
     """Vim-T's forward-direction scan at 224 px (E 384, 197 tokens; D, z, delta_bias and softplus on),
     in the views Vim passes, through the launcher's own argument builder."""
-    u, delta, A, B, C, D, z, bias = scan_triton.vim_layout(dtype, N=n_state)
-    args = scan_triton.launch_args(u, delta, A, B, C, D, z, bias, torch.empty(u.shape, dtype=dtype))
-    return args, scan_triton._meta(n_state, delta_softplus=True)
+    u, delta, A, B, C, D, z, bias = make_scan_inputs(1, 384, 197, n_state, dtype, "meta")
+    args = scan_triton.launch_args(u, delta, A, B, C, D, z, bias, torch.empty(u.shape, dtype=dtype, device="meta"))
+    return args, scan_triton.launch_meta(n_state, delta_softplus=True)
 
 
 KERNELS = [

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import kernels  # noqa: E402
-from bench.kernel_bench import make_ttt_inputs  # noqa: E402
+from bench.kernel_inputs import make_ttt_inputs  # noqa: E402
 from kernels.ttt import triton_fwd  # noqa: E402
 
 B, H, L, d, MB, D = 64, 3, 196, 64, 16, 192  # Vittt-T at 224 px, batch 64

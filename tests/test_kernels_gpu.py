@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from bench.kernel_bench import make_ttt_inputs
+from bench.kernel_inputs import make_ttt_inputs
 from kernels.selective_scan import mamba_available
 from kernels.testing import rel_err
 from kernels.ttt.dual import ttt_linear_dual

@@ -4,11 +4,9 @@ Runs on the GPU when there is one, else on the CPU under the Triton interpreter.
 reads TRITON_INTERPRET when a kernel is defined (triton.language's own helpers included, at
 `import triton`), so it is set here before the first import of triton in the process.
 """
-import math
 import os
 import subprocess
 import sys
-import weakref
 
 import pytest
 import torch
@@ -18,7 +16,7 @@ ON_GPU = torch.cuda.is_available()
 if not ON_GPU:
     os.environ["TRITON_INTERPRET"] = "1"
 
-import bench.kernel_bench as kb  # noqa: E402
+from bench.kernel_inputs import make_ttt_inputs  # noqa: E402
 import kernels  # noqa: E402
 from kernels.testing import rel_err  # noqa: E402
 from kernels.ttt import triton_fwd  # noqa: E402
@@ -35,7 +33,7 @@ TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}  # max|a-
 
 def inputs(L: int, dtype: torch.dtype, n_dir: int = 1, d: int = 64, B: int = 2, H: int = 2, seed: int = 0):
     """Arguments in the mixer's strided layout; one direction drops the leading dim."""
-    x = kb.make_ttt_inputs(B, H, L, d, 16, dtype, DEVICE, n_dir=n_dir, seed=seed)
+    x = make_ttt_inputs(B, H, L, d, 16, dtype, DEVICE, n_dir=n_dir, seed=seed)
     return [t[0] for t in x] if n_dir == 1 else list(x)
 
 
@@ -97,7 +95,7 @@ def mixer_ttt_args(monkeypatch, img_size: int = 80) -> list[torch.Tensor]:
 
 def test_bench_inputs_have_the_mixers_layout(monkeypatch):
     mixer = mixer_ttt_args(monkeypatch)
-    bench = kb.make_ttt_inputs(2, 2, 25, 64, 16, torch.float32, DEVICE)
+    bench = make_ttt_inputs(2, 2, 25, 64, 16, torch.float32, DEVICE)
     assert [t.shape for t in bench] == [t.shape for t in mixer]
     assert [t.stride() for t in bench] == [t.stride() for t in mixer]
 
@@ -156,7 +154,7 @@ def test_cpu_without_interpreter_fails_clearly():
     code = "\n".join([
         "import torch",
         "from kernels.ttt import triton_fwd",
-        "from bench.kernel_bench import make_ttt_inputs",
+        "from bench.kernel_inputs import make_ttt_inputs",
         "assert not triton_fwd.INTERPRETED and not torch.cuda.is_available()",
         "assert triton_fwd._kernel.keys == ['D', 'MB', 'L', 'n_programs']  # the autotuner's key: grid size included",
         "x = [t[0] for t in make_ttt_inputs(1, 1, 16, 64, 16, torch.float32, 'cpu', n_dir=1)]",
@@ -172,128 +170,12 @@ def test_cpu_without_interpreter_fails_clearly():
     assert "TRITON_INTERPRET=1" in r.stdout and "CUDA" in r.stdout
 
 
-# ---- the kernel benchmark's pure parts --------------------------------------------------------
-
-@pytest.mark.parametrize("name, gbps", [
-    ("NVIDIA H100 80GB HBM3", 3350.0), ("NVIDIA H100 PCIe", 2000.0), ("NVIDIA H200", 4800.0),
-    ("NVIDIA A100-SXM4-80GB", 2039.0), ("NVIDIA L40S", 864.0),
-    ("NVIDIA H100 NVL", math.nan), ("NVIDIA A100-SXM4-40GB", math.nan), ("NVIDIA GeForce RTX 4090", math.nan),
-])
-def test_peak_bandwidth_table(name, gbps):
-    got = kb.peak_bandwidth_gbps(name)
-    assert got == gbps or (math.isnan(gbps) and math.isnan(got))
-
-
-def test_bytes_model_counts_inputs_and_output():
-    B, H, L, d = 2, 3, 33, 64
-    q, k, v, lr = inputs(L, torch.bfloat16, B=B, H=H)[:4]
-    one_way = sum(t.numel() * t.element_size() for t in (q, k, v, lr)) + q.numel() * q.element_size()  # + out
-    assert kb.bytes_moved(B, H, L, d, 2, 2) == one_way
-    assert kb.bytes_moved(B, H, L, d, 2, 2, directions=2) == 2 * one_way
-
-
-def test_shapes_of_the_sweep():
-    points = kb.shapes(kb.RESOLUTIONS, tuple(kb.SIZES))
-    assert sorted({p.tokens for p in points}) == [196, 576, 1024, 1600, 2304, 4096, 6400, 9216, 16384]  # 640 px too
-    assert {(p.size, p.heads) for p in points} == {("T", 3), ("S", 6), ("B", 12)}
-    assert len(points) == 27 and {p.batch for p in points} == {64} and {p.head_dim for p in points} == {64}
-    assert len(kb.shapes(kb.QUICK_RESOLUTIONS, kb.QUICK_SIZES)) < len(points)
-
-
-def test_measure_rows_and_csv(tmp_path):
-    """Every mode runs once through the timer; derived columns follow from the time; CSV has COLUMNS."""
-    ran = []
-
-    def timer(fn):  # a fixed 2 ms stands in for the GPU clock: this checks the bookkeeping only
-        ran.append(fn())
-        return 2.0
-
-    shape = kb.Shape("T", resolution=64, batch=1)  # 16 tokens, 3 heads
-    rows = kb.measure(shape, "fp32", DEVICE, timer=timer, peak_gbps=1000.0)
-    assert [(r["backend"], r["mode"]) for r in rows] == [(b, m) for b, m, _ in kb.MODES] and len(ran) == 4
-    flops = ttt_linear_flops(1, 3, 16, 64, 16)
-    for r in rows:
-        n = r["directions"]
-        assert r["status"] == "ok" and r["bytes_moved"] == kb.bytes_moved(1, 3, 16, 64, 4, 4, n)
-        assert r["gbps"] == pytest.approx(r["bytes_moved"] / 2e-3 / 1e9)
-        assert r["bw_fraction"] == pytest.approx(r["gbps"] / 1000.0)
-        assert r["tflops_2_per_fma"] == pytest.approx(2 * n * flops / 2e-3 / 1e12)
-    by_mode = {(r["backend"], r["mode"]): r for r in rows}
-    assert by_mode["triton", "fwd"]["rel_err_vs_torch"] < 1e-4
-    assert by_mode["triton", "fwd"]["speedup_over"] == "torch fwd" and by_mode["triton", "fwd"]["speedup"] == 1.0
-    assert by_mode["triton", "bidir_one_launch"]["speedup_over"] == "triton bidir_two_launches"
-    path = tmp_path / "kernel_bench.csv"
-    kb.to_frame(rows).to_csv(path, index=False)
-    import pandas as pd
-
-    assert tuple(pd.read_csv(path).columns) == kb.COLUMNS
-
-
-def test_measure_turns_failures_into_rows_and_frees_memory_after_the_traceback(monkeypatch):
-    """An OOM (also cuBLAS's) or any other error in one mode is that mode's row; the other modes are
-    timed, and memory is released only once the failure's traceback (and the tensors its frames
-    hold) is gone."""
-    held = []  # weak references to a tensor that each failing call holds in its frame
-    released_after_free = []
-    monkeypatch.setattr(kb, "_release", lambda device: released_after_free.append(all(r() is None for r in held)))
-    failures = {  # made when raised: an exception kept here would keep its traceback alive
-        ("torch", "fwd"): lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-        ("triton", "bidir_one_launch"): lambda: RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling "
-                                                             "`cublasCreate(handle)`"),
-        ("triton", "bidir_two_launches"): lambda: ValueError("a bug, not a lack of memory")}
-    modes = iter(kb.MODES)
-
-    def timer(fn):
-        backend, mode, _ = next(modes)
-        if (backend, mode) in failures:
-            scratch = torch.empty(1024)  # what a failed call leaves in its frame
-            held.append(weakref.ref(scratch))
-            raise failures[backend, mode]()
-        fn()
-        return 2.0
-
-    rows = kb.measure(kb.Shape("T", resolution=64, batch=1), "fp32", DEVICE, timer=timer)
-    got = {(r["backend"], r["mode"]): (r["status"], r.get("note", "")) for r in rows}
-    assert got["torch", "fwd"] == ("oom", "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
-    status, note = got["triton", "bidir_one_launch"]
-    assert status == "oom" and "CUBLAS_STATUS_ALLOC_FAILED" in note
-    assert got["triton", "bidir_two_launches"] == ("error", "ValueError: a bug, not a lack of memory")
-    assert got["triton", "fwd"][0] == "ok"
-    assert "speedup" not in rows[1] and "speedup" not in rows[2]  # what they are taken against failed
-    assert released_after_free == [True, True, True]
-
-
-def test_measure_inputs_that_fail_give_rows(monkeypatch):
-    def no_memory(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
-
-    monkeypatch.setattr(kb, "make_ttt_inputs", no_memory)
-    rows = kb.measure(kb.Shape("B", resolution=2048), "bf16", DEVICE, timer=lambda fn: 1.0)
-    assert [r["status"] for r in rows] == ["oom"] * 4 and rows[0]["note"].startswith("inputs: OutOfMemoryError")
-
-
-@pytest.mark.parametrize("batch", ["0", "-3"])
-def test_bench_rejects_a_bad_batch(tmp_path, capsys, batch):
-    out = tmp_path / "k.csv"
-    assert kb.main(["--out", str(out), "--batch", batch]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == f"kernel_bench: --batch must be >= 1, got {batch}" and not out.exists()
-
-
 def test_autotune_key_carries_the_grid():
     """n_programs = B*H*directions is a kernel argument (the autotune key reads it): one launch over both
     directions and two launches over one each are tuned apart."""
-    x = kb.make_ttt_inputs(64, 3, 196, 64, 16, torch.bfloat16, "meta")
+    x = make_ttt_inputs(64, 3, 196, 64, 16, torch.bfloat16, "meta")
     out = torch.empty(x[0].shape, dtype=x[0].dtype, device="meta")
     names = triton_fwd._ttt_linear_fwd_kernel.arg_names
     for n in (1, 2):
         grid, args, _ = triton_fwd.launch_args(*(t[:n] for t in x), out[:n], mini_batch=16, rev0=0)
         assert grid == (64 * 3, n) and args[names.index("n_programs")] == 64 * 3 * n
-
-
-@pytest.mark.skipif(ON_GPU, reason="checks the refusal on a machine without CUDA")
-def test_bench_refuses_without_cuda(tmp_path, capsys):
-    out = tmp_path / "k.csv"
-    assert kb.main(["--out", str(out), "--quick"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "CUDA" in err and len(err.splitlines()) == 1 and not out.exists()
