@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Callable
+from typing import Callable, NoReturn
 
 PATCH = 16  # the resolutions a sweep takes are multiples of the models' patch size
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 def resolution(text: str) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -18,10 +17,10 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, Optional, Sequence
+from typing import Optional, Sequence
 
 from bench import argtypes, env, timing
-from bench.argtypes import PATCH
+from bench.argtypes import PATCH, OneLineParser
 from bench.point import METRICS
 from bench.schema import DEFAULT_RESOLUTIONS
 
@@ -57,13 +56,6 @@ the run goes to a file of its own (with --run NAME: refused).
 Exit status: 0 every point has a result (ok, oom, skipped), 1 a point ended in error or timeout,
 2 bad input, 130 interrupted. Example (the main job): {PROG} --models vittt_t deit_t
 """
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (and exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 class UsageError(ValueError):
@@ -186,8 +178,16 @@ def _models(args: argparse.Namespace) -> list:
     return refs
 
 
+def _fvcore_imports() -> bool:
+    try:
+        import fvcore  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _metrics(args: argparse.Namespace) -> list[str]:
-    have_fvcore = importlib.util.find_spec("fvcore") is not None
+    have_fvcore = _fvcore_imports()
     if args.metrics:
         if "flops" in args.metrics and not have_fvcore:
             raise UsageError("--metrics flops needs fvcore, which is not installed (pip install fvcore; or leave flops out)")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from bench import csvio, env
+from bench.errors import is_oom, is_sticky_cuda_error
 from bench.point import Point
 from bench.schema import RESULTS
 
@@ -44,27 +45,6 @@ class StickyCudaError(RuntimeError):
 
 
 # ---- outcome of one point ----------------------------------------------------------------
-
-OOM_TEXTS = ("out of memory", "can't allocate memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed",
-             "cudnn_status_not_enough_workspace", "cudaerrormemoryallocation")
-STICKY_TEXTS = ("illegal memory access", "device-side assert", "unspecified launch failure", "misaligned address",
-                "illegal instruction", "cuda error: an illegal", "cudaerrorlaunchfailure")
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Out of memory, from any allocator: torch.OutOfMemoryError, or a RuntimeError that says so
-    (CPU allocator, cuBLAS and cuDNN allocation failures)."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(t in text for t in OOM_TEXTS)
-
-
-def is_sticky_cuda_error(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(t in text for t in STICKY_TEXTS)
-
 
 def one_line(text: str, limit: int = 400) -> str:
     text = " | ".join(line.strip() for line in str(text).splitlines() if line.strip())

@@ -94,15 +94,11 @@ def output_only(**_: object) -> OpMemory:
     return OpMemory()
 
 
-def copy_if_needed(what: str, x: Optional[Tensor], dtype: Optional[torch.dtype] = None, *,
-                   unit_last_stride: bool = False) -> tuple[Buffer, ...]:
+def copy_if_needed(what: str, x: Optional[Tensor], dtype: Optional[torch.dtype] = None) -> tuple[Buffer, ...]:
     """The buffers of `x.to(dtype).contiguous()`: none when x already qualifies; a cast keeps x's
-    stride order, so one that is not contiguous is copied again and freed right after.
-    `unit_last_stride`: x is copied (without a cast) only when its last stride is not 1."""
+    stride order, so one that is not contiguous is copied again and freed right after."""
     if x is None:
         return ()
-    if unit_last_stride:
-        return () if x.stride(-1) == 1 else (Buffer(f"{what} copy", tuple(x.shape), x.dtype),)
     dtype = dtype or x.dtype
     if x.dtype == dtype:
         return () if x.is_contiguous() else (Buffer(f"{what} copy", tuple(x.shape), dtype),)

@@ -1,4 +1,4 @@
-"""Inputs and error measure shared by the selective-scan tests (reference and Triton kernel)."""
+"""Inputs shared by the selective-scan tests (reference and Triton kernel)."""
 import itertools
 
 import torch
@@ -33,8 +33,3 @@ def select(inp, flags):
                   delta_bias=inp["delta_bias"] if has_bias else None, delta_softplus=softplus)
     return tuple(inp[k] for k in ("u", "delta", "A", "B", "C")), kwargs
 
-
-def rel_err(out, ref):
-    """max |out - ref| / max |ref|, in float64 on the CPU."""
-    out, ref = out.double().cpu(), ref.double().cpu()
-    return ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()

@@ -4,7 +4,6 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
 from kernels.conv import depthwise_conv, depthwise_conv_flops
@@ -74,6 +73,7 @@ class _Conv(nn.Module):
 
 @pytest.mark.parametrize("x_shape, kernel, padding", CASES, ids=IDS)
 def test_flops_equal_fvcore(x_shape, kernel, padding):
+    FlopCountAnalysis = pytest.importorskip("fvcore.nn", reason="FLOP counting needs fvcore").FlopCountAnalysis
     x, w, b = make(x_shape, kernel, with_bias=True)
     fca = FlopCountAnalysis(_Conv(padding), (x, w, b))
     fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)

@@ -12,6 +12,9 @@ from torch import Tensor, nn
 
 from bench import csvio
 from bench.families import analytic_flops
+
+pytest.importorskip("fvcore", reason="FLOP counting needs fvcore")
+
 from bench.flops import FLOP_HANDLES, count_flops, count_point
 from bench.flops import FlopCountAnalysis  # fvcore's, imported there without its import-time DeprecationWarning
 from bench.schema import DEFAULT_RESOLUTIONS

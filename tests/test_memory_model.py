@@ -10,6 +10,7 @@ import vittt
 from bench import memory_model
 from bench.allocator import MiB
 from bench.gpu_profiles import PROFILES, profile_name
+from bench.kernel_inputs import make_scan_inputs, make_ttt_inputs
 from bench.memory_model import predict_cpu_peak, predict_fields, predict_peak, trace_model
 from bench.memtrace import MissingMemoryModel, TraceError
 from kernels import _memory
@@ -248,27 +249,21 @@ def _declared(op: str, backend: str, names, args, out_bytes: int) -> list[int]:
 
 
 def test_triton_ttt_memory_model_is_what_the_launcher_allocates():
-    """The declared model of the Triton TTT backend against its launcher's allocations (Triton's
-    interpreter, CPU tensors), q and k laid out as the Vittt mixer passes them (head dim strided
-    after the causal conv1d), v as its projection gives it."""
+    """The declared model of the Triton TTT backend (its output only) against its launcher's
+    allocations (Triton's interpreter, CPU tensors), inputs laid out as the Vittt mixer passes them."""
     from kernels.ttt import triton_fwd
 
-    n, b, h, length, d = 2, 1, 2, 20, 16
-    q, k = (torch.randn(b, n * h * d, length).transpose(1, 2).reshape(b, length, n, h, d).permute(2, 0, 3, 1, 4)
-            for _ in range(2))
-    v = torch.randn(b, length, n, h, d).permute(2, 0, 3, 1, 4)
-    args = (q, k, v, torch.rand(n, b, h, length) * 0.01, torch.rand(n, 16), torch.randn(n, h, d, d) * 0.02,
-            torch.zeros(n, h, d), torch.ones(n, h, d), torch.zeros(n, h, d))
+    args = make_ttt_inputs(1, 2, 20, 16, 16, torch.float32, "cpu")
     names = ("q", "k", "v", "lr", "tok", "W0", "b0", "ln_w", "ln_b")
     assert _launched(triton_fwd.ttt_linear_bidir_triton, args, 16) == \
-        _declared("vittt_bench::ttt_linear_bidir", "triton", names, args, q.numel() * 4)
+        _declared("vittt_bench::ttt_linear_bidir", "triton", names, args, args[0].numel() * 4)
 
 
 def test_triton_scan_memory_model_is_what_the_launcher_allocates():
     """Likewise for the Triton selective scan, inputs laid out as Vim passes them."""
     from kernels.selective_scan import triton_fwd
 
-    args = [t.normal_() for t in triton_fwd.vim_layout(torch.float32, E=8, L=5, N=4, dt_rank=2)]
+    args = make_scan_inputs(1, 8, 5, 4, torch.float32, "cpu", dt_rank=2)
     names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
     assert _launched(triton_fwd.selective_scan_triton, args, True) == \
         _declared("vittt_bench::selective_scan", "triton", names, args, args[0].numel() * 4)

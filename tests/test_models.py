@@ -109,6 +109,14 @@ def test_kernel_backend_names():
     assert meta_model("vim_t").kernel_backend("cpu") == "torch"
 
 
+def test_kernel_contract_is_checked_at_build():
+    """The ops' argument checks run once when a model is built (its forwards skip them): a Vittt
+    that asks for the Triton kernel with a head dim the kernel lacks fails there, not mid-forward."""
+    with pytest.raises(ValueError, match="head dim 48"):
+        meta_model("vittt_t", dim=144, num_heads=3, backend="triton")
+    assert meta_model("vittt_t", dim=144, num_heads=3).kernel_backend("cuda") == "torch"  # auto falls back
+
+
 def test_seeded_builds_are_identical():
     def build():
         torch.manual_seed(123)

@@ -16,7 +16,9 @@ from kernels import selective_scan
 from kernels.selective_scan import mamba as mamba_mod
 from kernels.selective_scan import resolve_backend, selective_scan_loop, selective_scan_ref, triton_fwd
 
-from selective_scan_inputs import FLAG_IDS, FLAGS, make_inputs, rel_err, select
+from bench.kernel_inputs import make_scan_inputs
+from kernels.testing import rel_err
+from selective_scan_inputs import FLAG_IDS, FLAGS, make_inputs, select
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
@@ -125,11 +127,12 @@ def test_vim_scans_in_vims_layouts(vim_t_two_blocks):
             assert rel_err(out, selective_scan_ref(**args)) < FP32_TOL
 
 
-def test_compile_layout_is_vims(vim_t_two_blocks):
-    """The layout compiled ahead of time (`vim_layout`) has the strides of Vim's forward-scan arguments."""
+def test_benchmark_and_compile_layout_is_vims(vim_t_two_blocks):
+    """The layout the kernel benchmark times and the compile check compiles (`make_scan_inputs`) has the
+    strides of Vim's forward-scan arguments."""
     call = vim_t_two_blocks[0][0][0]
     real = [call[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
-    model = triton_fwd.vim_layout(torch.float32)
+    model = make_scan_inputs(1, 384, 197, 16, torch.float32, "meta")
     assert [(x.shape, x.stride()) for x in model] == [(x.shape, x.stride()) for x in real]
 
 
@@ -170,21 +173,3 @@ def test_cpu_without_interpreter_fails_clearly(monkeypatch):
     args, kwargs = select(make_inputs(1, 2, 3, 2), NONE)
     with pytest.raises(RuntimeError, match="needs CUDA tensors.*TRITON_INTERPRET=1"):
         triton_fwd.selective_scan_triton(*args, **kwargs)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
-def test_compile_specs(dtype):
-    """One spec per launch config, naming every kernel argument, specialised as the JIT would for Vim."""
-    specs = triton_fwd.compile_specs(dtype)
-    names = list(inspect.signature(triton_fwd.KERNEL.fn).parameters)
-    assert len({s["name"] for s in specs}) == len(specs) > 0
-    for spec in specs:
-        assert list(spec["signature"]) == names
-        assert {k for k, v in spec["signature"].items() if v == "constexpr"} == set(spec["constexprs"])
-        assert spec["signature"]["u_ptr"] == {torch.float32: "*fp32", torch.bfloat16: "*bf16",
-                                              torch.float16: "*fp16"}[dtype] and spec["signature"]["A_ptr"] == "*fp32"
-        unit = {k for k, v in spec["constexprs"].items() if v == 1 and k.startswith("s")}
-        assert unit == {"su_l", "sd_e", "sB_n", "sC_n", "sD_e", "sz_e", "sbias_e", "so_l"}  # sA_n unspecialised
-        assert spec["constexprs"]["N"] == 16 and spec["constexprs"]["SOFTPLUS"] is True
-        # B and C start dt_rank = 12 elements into the x_proj output: 48 bytes (aligned) in fp32, 24 in half
-        assert ("B_ptr" in spec["divisible_by_16"]) == (dtype == torch.float32)

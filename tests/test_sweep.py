@@ -146,15 +146,16 @@ def test_a_point_asking_for_more_metrics_is_measured_again_and_replaces_its_row(
 def test_isolated_crash_and_hang_are_rows(tmp_path):
     out = tmp_path / "r.csv"
     start = time.perf_counter()
-    # a child needs a few seconds to import torch on a busy 2-core machine: the limit leaves room for that
-    sweep.run_sweep(_points("a", "crash", "segfault", "hang", "b"), out, measure=fake_measure, isolate=True, timeout=15,
+    # the children import neither torch nor the models (the fake measure needs neither): they start in
+    # well under a second even on a busy 2-core machine, so a 5 s limit only catches the hang
+    sweep.run_sweep(_points("a", "crash", "segfault", "hang", "b"), out, measure=fake_measure, isolate=True, timeout=5,
                     progress=False)
-    assert time.perf_counter() - start < 55  # the hang (60 s) was cut short
+    assert time.perf_counter() - start < 40  # the hang (60 s) was cut short
     rows = {r["model"]: r for r in _rows(out)}
     assert {m: r["status"] for m, r in rows.items()} == {"a": "ok", "crash": "error", "segfault": "error", "hang": "timeout", "b": "ok"}
     assert "exited with status 3" in rows["crash"]["note"]
     assert "SIGSEGV" in rows["segfault"]["note"]
-    assert "--timeout 15" in rows["hang"]["note"]
+    assert "--timeout 5" in rows["hang"]["note"]
     # the stages a child finished before dying are kept
     assert rows["hang"]["flops"] == rows["crash"]["flops"] == "1000"
     assert rows["a"]["fps"] == "123"
@@ -285,13 +286,10 @@ def test_point_travels_as_json_and_keeps_its_identity():
     assert fake_point("a", s=setting(threads=2)).id != p.id
 
 
-def test_oom_classification():
-    import torch
+def test_sticky_cuda_errors():
+    from bench.errors import is_sticky_cuda_error
 
-    assert sweep.is_oom(torch.OutOfMemoryError("x"))
-    assert sweep.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
-    assert sweep.is_oom(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
-    assert sweep.is_oom(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
-    assert not sweep.is_oom(RuntimeError("shape mismatch")) and not sweep.is_oom(ValueError("out of memory"))
-    assert sweep.is_sticky_cuda_error(RuntimeError("CUDA error: an illegal memory access was encountered"))
-    assert not sweep.is_sticky_cuda_error(RuntimeError("CUDA error: out of memory"))
+    assert is_sticky_cuda_error(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert is_sticky_cuda_error(RuntimeError("CUDA error: device-side assert triggered"))
+    assert not is_sticky_cuda_error(RuntimeError("CUDA error: out of memory"))
+    assert not is_sticky_cuda_error(ValueError("illegal memory access"))

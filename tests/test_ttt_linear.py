@@ -3,8 +3,8 @@ import re
 
 import pytest
 import torch
-from fvcore.nn import FlopCountAnalysis
 
+from kernels.testing import rel_err
 from kernels.ttt import resolve_backend, ttt_linear, ttt_linear_bidir, ttt_linear_flops
 from kernels.ttt.dual import ttt_linear_dual
 from kernels.ttt.naive import ttt_linear_loop
@@ -21,11 +21,6 @@ def make_inputs(B=2, H=3, L=33, d=16, mini_batch=16, dtype=torch.float32, seed=0
          "tok": 1 / torch.arange(1, mini_batch + 1) + 0.01 * rand(mini_batch),
          "W0": 0.02 * rand(H, d, d), "b0": 0.02 * rand(H, d), "ln_w": 1 + 0.1 * rand(H, d), "ln_b": 0.1 * rand(H, d)}
     return [x[n].to(dtype) for n in ARGS]
-
-
-def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
-    ref = ref.double()
-    return ((a.double() - ref).abs().max() / ref.abs().max()).item()
 
 
 def flip_seq(args):
@@ -124,6 +119,7 @@ class _Dual(torch.nn.Module):
 @pytest.mark.parametrize("L,mini_batch,reverse", [(1, 16, False), (16, 16, False), (33, 16, False), (40, 16, False),
                                                   (40, 16, True), (17, 5, False), (7, 1, False)])
 def test_flops_formula_equals_fvcore(L, mini_batch, reverse):
+    FlopCountAnalysis = pytest.importorskip("fvcore.nn", reason="FLOP counting needs fvcore").FlopCountAnalysis
     B, H, d = 2, 3, 8
     args = make_inputs(B=B, H=H, L=L, d=d, mini_batch=mini_batch)
     fca = FlopCountAnalysis(_Dual(mini_batch, reverse), tuple(args))
@@ -200,9 +196,9 @@ def test_triton_backend_dispatch(monkeypatch):
 
     monkeypatch.setattr(triton_fwd, "ttt_linear_triton", fake("single"))
     monkeypatch.setattr(triton_fwd, "ttt_linear_bidir_triton", fake("bidir"))
-    ttt_linear(*make_inputs(mini_batch=8), mini_batch=8, reverse=True, backend="triton")
+    ttt_linear(*make_inputs(mini_batch=32), mini_batch=32, reverse=True, backend="triton")
     ttt_linear_bidir(*make_inputs(dirs=(2,)), backend="triton")
-    assert calls == [("single", (8, True)), ("bidir", (16,))]
+    assert calls == [("single", (32, True)), ("bidir", (16,))]
 
 
 @pytest.mark.gpu
@@ -222,4 +218,8 @@ def test_auto_picks_triton_only_for_shapes_the_kernel_takes():
     assert resolve_backend("auto", cuda, head_dim=64, mini_batch=16) == "triton"
     assert resolve_backend("auto", cuda, head_dim=48, mini_batch=16) == "torch"
     assert resolve_backend("auto", cuda, head_dim=64, mini_batch=8) == "torch"
-    assert resolve_backend("triton", cuda, head_dim=48, mini_batch=8) == "triton"  # asked for: the kernel says why not
+    assert resolve_backend("triton", cuda, head_dim=128, mini_batch=32) == "triton"
+    with pytest.raises(ValueError, match="head dim 48, mini_batch 16"):  # asked for, but the kernel cannot
+        resolve_backend("triton", cuda, head_dim=48, mini_batch=16)
+    with pytest.raises(ValueError, match="mini_batch 8"):
+        resolve_backend("triton", torch.device("cpu"), head_dim=64, mini_batch=8)

@@ -4,19 +4,21 @@ Runs on the GPU when there is one, else on the CPU under the Triton interpreter.
 reads TRITON_INTERPRET when a kernel is defined (triton.language's own helpers included, at
 `import triton`), so it is set here before the first import of triton in the process.
 """
-import math
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ON_GPU = torch.cuda.is_available()
 if not ON_GPU:
     os.environ["TRITON_INTERPRET"] = "1"
 
-import bench.kernel_bench as kb  # noqa: E402
+from bench.kernel_inputs import make_ttt_inputs  # noqa: E402
+import kernels  # noqa: E402
+from kernels.testing import rel_err  # noqa: E402
 from kernels.ttt import triton_fwd  # noqa: E402
 from kernels.ttt.dual import ttt_linear_dual  # noqa: E402
 from kernels.ttt.flops import ttt_linear_flops  # noqa: E402
@@ -31,7 +33,7 @@ TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}  # max|a-
 
 def inputs(L: int, dtype: torch.dtype, n_dir: int = 1, d: int = 64, B: int = 2, H: int = 2, seed: int = 0):
     """Arguments in the mixer's strided layout; one direction drops the leading dim."""
-    x = kb.make_ttt_inputs(B, H, L, d, 16, dtype, DEVICE, n_dir=n_dir, seed=seed)
+    x = make_ttt_inputs(B, H, L, d, 16, dtype, DEVICE, n_dir=n_dir, seed=seed)
     return [t[0] for t in x] if n_dir == 1 else list(x)
 
 
@@ -43,7 +45,7 @@ def test_matches_dual(dtype, L, reverse):
     out = triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=reverse)
     ref = ttt_linear_dual(*x, mini_batch=16, reverse=reverse)
     assert out.shape == ref.shape == (2, 2, L, 64) and out.dtype == dtype
-    assert kb.rel_err(out, ref) < TOL[dtype]
+    assert rel_err(out, ref) < TOL[dtype]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
@@ -53,7 +55,7 @@ def test_bidir_one_launch(dtype):
     assert out.shape == (2, 2, 2, 33, 64) and out.dtype == dtype
     for i in (0, 1):
         ref = ttt_linear_dual(*(t[i] for t in x), mini_batch=16, reverse=bool(i))
-        assert kb.rel_err(out[i], ref) < TOL[dtype]
+        assert rel_err(out[i], ref) < TOL[dtype]
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
@@ -62,15 +64,68 @@ def test_bidir_one_launch(dtype):
 def test_other_dtypes_and_head_dims(dtype, d, reverse):
     x = inputs(33, dtype, d=d)
     out = triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=reverse)
-    assert kb.rel_err(out, ttt_linear_dual(*x, mini_batch=16, reverse=reverse)) < TOL[dtype]
+    assert rel_err(out, ttt_linear_dual(*x, mini_batch=16, reverse=reverse)) < TOL[dtype]
 
 
 def test_strided_inputs_read_in_place():
     x = inputs(33, torch.bfloat16)
-    assert not x[0].is_contiguous()  # the mixer's layout: views of [B, L, n, H, d]
+    assert x[0].stride(-1) != 1 and x[2].stride(-1) == 1  # q after the mixer's conv1d; v from its projection
     strided = triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=True)
     dense = triton_fwd.ttt_linear_triton(*(t.contiguous() for t in x), mini_batch=16, reverse=True)
     assert torch.equal(strided, dense)
+
+
+def mixer_ttt_args(monkeypatch, img_size: int = 80) -> list[torch.Tensor]:
+    """The arguments a real Vittt mixer (head dim 64, 2 heads, 25 tokens, batch 2) passes to the
+    Triton backend, captured from its forward."""
+    from vittt import create_model
+
+    captured = []
+
+    def capture(*args):
+        captured.extend(args[:9])
+        return torch.empty(args[0].shape, dtype=args[0].dtype, device=args[0].device)
+
+    model = create_model("vittt_t", img_size=img_size, depth=1, dim=128, num_heads=2, backend="triton")
+    with monkeypatch.context() as m, torch.inference_mode():
+        m.setattr(triton_fwd, "ttt_linear_bidir_triton", capture)
+        model.to(DEVICE).eval()(torch.randn(2, 3, img_size, img_size, device=DEVICE))
+    return captured
+
+
+def test_bench_inputs_have_the_mixers_layout(monkeypatch):
+    mixer = mixer_ttt_args(monkeypatch)
+    bench = make_ttt_inputs(2, 2, 25, 64, 16, torch.float32, DEVICE)
+    assert [t.shape for t in bench] == [t.shape for t in mixer]
+    assert [t.stride() for t in bench] == [t.stride() for t in mixer]
+
+
+class _AtenLog(TorchDispatchMode):
+    """Records every aten op that runs inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_launcher_allocates_only_the_output(monkeypatch):
+    """On the exact layout the mixer passes (q, k with a strided head dim), the launcher hands the
+    kernel the input tensors themselves, and the output is the only tensor it creates."""
+    args = mixer_ttt_args(monkeypatch)
+    assert args[0].stride(-1) != 1 and args[1].stride(-1) != 1
+    launched = []
+    monkeypatch.setattr(triton_fwd, "_kernel", {(4, 2): lambda *a, **kw: launched.append(a)})  # grid (B*H, dirs)
+    with _AtenLog() as log:
+        out = triton_fwd.ttt_linear_bidir_triton(*args, mini_batch=16)
+    assert log.ops == ["aten.empty.memory_format"]
+    (passed,) = launched
+    tensors = [a for a in passed if isinstance(a, torch.Tensor)]  # q, k, v, lr, out, tok, W0, b0, ln_w, ln_b
+    assert len(tensors) == 10 and tensors[4] is out
+    assert all(t is x for t, x in zip(tensors[:4] + tensors[5:], args))
 
 
 @pytest.mark.parametrize("change, match", [
@@ -78,17 +133,18 @@ def test_strided_inputs_read_in_place():
     (lambda x: {"tok": x[4][:8]}, "tok must have shape"),
     (lambda x: {"lr": x[3][:, :1]}, "lr must have shape"),
 ], ids=["mini_batch", "tok", "lr"])
-def test_rejects_bad_arguments(change, match):
+def test_public_op_rejects_bad_arguments_for_triton(change, match):
+    """The op checks once, before the kernel (whose launcher checks nothing)."""
     x = inputs(16, torch.float32)
     kwargs = {**dict(zip(("q", "k", "v", "lr", "tok", "W0", "b0", "ln_w", "ln_b"), x)), "mini_batch": 16}
     with pytest.raises(ValueError, match=match):
-        triton_fwd.ttt_linear_triton(**{**kwargs, **change(x)}, reverse=False)
+        kernels.ttt_linear(**{**kwargs, **change(x)}, backend="triton")
 
 
 def test_head_dim_outside_the_kernel_is_rejected():
     x = inputs(16, torch.float32, d=48)
     with pytest.raises(ValueError, match="head dim 48"):
-        triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=False)
+        kernels.ttt_linear(*x, mini_batch=16, backend="triton")
 
 
 def test_cpu_without_interpreter_fails_clearly():
@@ -98,8 +154,9 @@ def test_cpu_without_interpreter_fails_clearly():
     code = "\n".join([
         "import torch",
         "from kernels.ttt import triton_fwd",
-        "from bench.kernel_bench import make_ttt_inputs",
+        "from bench.kernel_inputs import make_ttt_inputs",
         "assert not triton_fwd.INTERPRETED and not torch.cuda.is_available()",
+        "assert triton_fwd._kernel.keys == ['D', 'MB', 'L', 'n_programs']  # the autotuner's key: grid size included",
         "x = [t[0] for t in make_ttt_inputs(1, 1, 16, 64, 16, torch.float32, 'cpu', n_dir=1)]",
         "try:",
         "    triton_fwd.ttt_linear_triton(*x, mini_batch=16, reverse=False)",
@@ -113,66 +170,12 @@ def test_cpu_without_interpreter_fails_clearly():
     assert "TRITON_INTERPRET=1" in r.stdout and "CUDA" in r.stdout
 
 
-# ---- the kernel benchmark's pure parts --------------------------------------------------------
-
-@pytest.mark.parametrize("name, gbps", [
-    ("NVIDIA H100 80GB HBM3", 3350.0), ("NVIDIA H100 PCIe", 2000.0), ("NVIDIA H200", 4800.0),
-    ("NVIDIA A100-SXM4-80GB", 2039.0), ("NVIDIA L40S", 864.0),
-    ("NVIDIA H100 NVL", math.nan), ("NVIDIA A100-SXM4-40GB", math.nan), ("NVIDIA GeForce RTX 4090", math.nan),
-])
-def test_peak_bandwidth_table(name, gbps):
-    got = kb.peak_bandwidth_gbps(name)
-    assert got == gbps or (math.isnan(gbps) and math.isnan(got))
-
-
-def test_bytes_model_counts_inputs_and_output():
-    B, H, L, d = 2, 3, 33, 64
-    q, k, v, lr = inputs(L, torch.bfloat16, B=B, H=H)[:4]
-    one_way = sum(t.numel() * t.element_size() for t in (q, k, v, lr)) + q.numel() * q.element_size()  # + out
-    assert kb.bytes_moved(B, H, L, d, 2, 2) == one_way
-    assert kb.bytes_moved(B, H, L, d, 2, 2, directions=2) == 2 * one_way
-
-
-def test_shapes_of_the_sweep():
-    points = kb.shapes(kb.RESOLUTIONS, tuple(kb.SIZES))
-    assert sorted({p.tokens for p in points}) == [196, 576, 1024, 2304, 4096, 6400, 9216, 16384]
-    assert {(p.size, p.heads) for p in points} == {("T", 3), ("S", 6), ("B", 12)}
-    assert len(points) == 24 and {p.batch for p in points} == {64} and {p.head_dim for p in points} == {64}
-    assert len(kb.shapes(kb.QUICK_RESOLUTIONS, kb.QUICK_SIZES)) < len(points)
-
-
-def test_measure_rows_and_csv(tmp_path):
-    """Every mode runs once through the timer; derived columns follow from the time; CSV has COLUMNS."""
-    ran = []
-
-    def timer(fn):  # a fixed 2 ms stands in for the GPU clock: this checks the bookkeeping only
-        ran.append(fn())
-        return 2.0
-
-    shape = kb.Shape("T", resolution=64, batch=1)  # 16 tokens, 3 heads
-    rows = kb.measure(shape, "fp32", DEVICE, timer=timer, peak_gbps=1000.0)
-    assert [(r["backend"], r["mode"]) for r in rows] == [(b, m) for b, m, _ in kb.MODES] and len(ran) == 4
-    flops = ttt_linear_flops(1, 3, 16, 64, 16)
-    for r in rows:
-        n = r["directions"]
-        assert r["status"] == "ok" and r["bytes_moved"] == kb.bytes_moved(1, 3, 16, 64, 4, 4, n)
-        assert r["gbps"] == pytest.approx(r["bytes_moved"] / 2e-3 / 1e9)
-        assert r["bw_fraction"] == pytest.approx(r["gbps"] / 1000.0)
-        assert r["tflops_2_per_fma"] == pytest.approx(2 * n * flops / 2e-3 / 1e12)
-    by_mode = {(r["backend"], r["mode"]): r for r in rows}
-    assert by_mode["triton", "fwd"]["rel_err_vs_torch"] < 1e-4
-    assert by_mode["triton", "fwd"]["speedup_over"] == "torch fwd" and by_mode["triton", "fwd"]["speedup"] == 1.0
-    assert by_mode["triton", "bidir_one_launch"]["speedup_over"] == "triton bidir_two_launches"
-    path = tmp_path / "kernel_bench.csv"
-    kb.to_frame(rows).to_csv(path, index=False)
-    import pandas as pd
-
-    assert tuple(pd.read_csv(path).columns) == kb.COLUMNS
-
-
-@pytest.mark.skipif(ON_GPU, reason="checks the refusal on a machine without CUDA")
-def test_bench_refuses_without_cuda(tmp_path, capsys):
-    out = tmp_path / "k.csv"
-    assert kb.main(["--out", str(out), "--quick"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "CUDA" in err and len(err.splitlines()) == 1 and not out.exists()
+def test_autotune_key_carries_the_grid():
+    """n_programs = B*H*directions is a kernel argument (the autotune key reads it): one launch over both
+    directions and two launches over one each are tuned apart."""
+    x = make_ttt_inputs(64, 3, 196, 64, 16, torch.bfloat16, "meta")
+    out = torch.empty(x[0].shape, dtype=x[0].dtype, device="meta")
+    names = triton_fwd._ttt_linear_fwd_kernel.arg_names
+    for n in (1, 2):
+        grid, args, _ = triton_fwd.launch_args(*(t[:n] for t in x), out[:n], mini_batch=16, rev0=0)
+        assert grid == (64 * 3, n) and args[names.index("n_programs")] == 64 * 3 * n

@@ -2,7 +2,8 @@
 
 Everything here traces with `torch.jit.trace` on the meta device (how FLOPs are counted): the patch
 embedding is a reshape + Linear instead of a strided Conv2d, and depthwise convolutions go through
-`kernels.depthwise_conv` (a custom op) while keeping the usual `nn.Conv*` parameter layout.
+`kernels.depthwise_conv` (a custom op) while keeping the usual `nn.Conv*` parameter layout. Their
+argument checks hold for every input of at least one pixel, so they run once at build, not per call.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kernels import depthwise_conv
+from kernels.conv import check_args as check_conv_args
 
 
 class PatchEmbed(nn.Module):
@@ -65,9 +67,11 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def __init__(self, channels: int, kernel_size: int = 3, bias: bool = True):
         super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=bias)
+        self.pad = list(self.padding)
+        check_conv_args(torch.empty(1, channels, 1, 1, device="meta"), self.weight, self.bias, self.pad)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, C, H, W] -> [B, C, H, W]
-        return depthwise_conv(x, self.weight, self.bias, list(self.padding))
+        return depthwise_conv(x, self.weight, self.bias, self.pad, check=False)
 
 
 class CausalConv1d(nn.Conv1d):
@@ -85,15 +89,16 @@ class CausalConv1d(nn.Conv1d):
         c = n_dir * channels
         super().__init__(c, c, kernel_size, padding=kernel_size - 1, groups=c, bias=bias)
         self.channels, self.n_dir = channels, n_dir
+        check_conv_args(torch.empty(1, c, 1, device="meta"), self.weight, self.bias, [kernel_size - 1])
 
     def forward(self, x: Tensor) -> Tensor:  # [B, n_dir*C, L] -> [B, n_dir*C, L]
         C, k, L = self.channels, self.kernel_size[0], x.shape[-1]
         if self.n_dir == 1:
-            return depthwise_conv(x, self.weight, self.bias, [k - 1])[..., :L]
+            return depthwise_conv(x, self.weight, self.bias, [k - 1], check=False)[..., :L]
         # A conv padded by k-1 on both sides gives L+k-1 outputs; the forward direction keeps the first
         # L, the backward one the last L with its taps flipped (anti-causal = flipped causal).
         w = torch.cat([self.weight[:C], self.weight[C:].flip(-1)])
-        y = depthwise_conv(x, w, self.bias, [k - 1])  # [B, 2C, L+k-1]
+        y = depthwise_conv(x, w, self.bias, [k - 1], check=False)  # [B, 2C, L+k-1]
         return torch.cat([y[:, :C, :L], y[:, C:, k - 1 :]], dim=1)
 
 

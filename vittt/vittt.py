@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kernels import ttt_linear, ttt_linear_bidir
-from kernels.ttt import resolve_backend
+from kernels.ttt import check_args, resolve_backend
 from vittt.layers import CausalConv1d, DepthwiseConv2d, PatchEmbed, SwiGLU, init_linear
 from vittt.registry import ModelConfig, register_family, register_model
 
@@ -81,6 +81,19 @@ class VitttMixer(nn.Module):
         if cfg.gate:
             self.g_proj = nn.Linear(D, D, bias=False)
         self.o_proj = nn.Linear(D, D, bias=False)
+        self._check_kernel_args()
+
+    def _check_kernel_args(self) -> None:
+        """The TTT op's argument contract, checked once for the mixer's life: every shape it passes is
+        fixed by the config (only the batch varies), so `_ttt` calls the op with check=False."""
+        cfg, n = self.cfg, self.cfg.n_dir
+        meta = lambda *shape: torch.empty(*shape, device="meta")  # noqa: E731
+        B, H, L, d = 1, cfg.num_heads, cfg.num_patches, cfg.head_dim
+        args = (meta(n, B, H, L, d), meta(n, B, H, L, d), meta(n, B, H, L, d), meta(n, B, H, L),
+                meta(*self.tok_offset.shape), meta(*self.W0.shape), meta(*self.b0.shape),
+                meta(*self.ttt_norm_weight.shape), meta(*self.ttt_norm_bias.shape))
+        check_args(args if cfg.dual else tuple(x[0] for x in args), cfg.mini_batch, lead=(2,) if cfg.dual else ())
+        resolve_backend(cfg.backend, torch.device("cuda"), d, cfg.mini_batch)  # an explicit "triton" must fit
 
     def _heads(self, t: Tensor) -> Tensor:  # [B, L, n*D] -> [n, B, H, L, d]
         B, L, _ = t.shape
@@ -92,9 +105,9 @@ class VitttMixer(nn.Module):
         tok = torch.clamp(1.0 / i + self.tok_offset, min=0.0)  # [n, b]
         state = (tok, self.W0, self.b0, self.ttt_norm_weight, self.ttt_norm_bias)
         if cfg.dual:
-            return ttt_linear_bidir(q, k, v, lr, *state, mini_batch=cfg.mini_batch, backend=cfg.backend)
+            return ttt_linear_bidir(q, k, v, lr, *state, mini_batch=cfg.mini_batch, backend=cfg.backend, check=False)
         out = ttt_linear(q[0], k[0], v[0], lr[0], *(s[0] for s in state), mini_batch=cfg.mini_batch,
-                         backend=cfg.backend)
+                         backend=cfg.backend, check=False)
         return out.unsqueeze(0)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, L, D] -> [B, L, D]

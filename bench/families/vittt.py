@@ -38,11 +38,6 @@ def flop_terms(cfg: ModelConfig) -> dict[str, int]:
     }
 
 
-# The Triton TTT launcher copies q and k, whose head dim is strided after the causal conv1d
-# (kernels/ttt/op.py declares it): 2 copies of [2, B, H, N, d].
-TTT_QK_COPIES = 2
-
-
 def _full_vittt(cfg: ModelConfig) -> bool:
     return all((cfg.share_qk, cfg.gate, cfg.conv1d, cfg.dual, cfg.conv2d))
 
@@ -57,29 +52,22 @@ def param_count(cfg: ModelConfig) -> int:
 
 
 def memory_terms(cfg: ModelConfig, batch: int, dtype: str) -> dict[str, int]:
-    """Vittt (every design step on), from the second block on. Live in the mixer: the embedding and
-    the block input, LN1 (fp32), the conv2d output, v, the conv1d'd q and k (both directions
-    stacked, [B,N,2D]) and the learning rates [B,N,2H]. Moments:
-      ttt: + the per-position step scales (1/i and tok [2, b]), the TTT kernel's input copies and
-        its output [2,B,H,N,d];
-      post_norm: + the heads-merged output (a reshape copy), the running sum of the per-direction
-        post-norms and the second post-norm (fp32), with its float32 input cast and mean/rstd
-        under autocast, or the next sum in float32.
+    """Vittt (every design step on), from the second block on, at the mixer's second post-norm (the
+    TTT call itself, whose kernel allocates only its output [2,B,H,N,d], holds less). Live: the
+    embedding and the block input, LN1 (fp32), the conv2d output, v, the conv1d'd q and k (both
+    directions stacked, [B,N,2D]), the learning rates [B,N,2H], the heads-merged TTT output (a
+    reshape copy), the running sum of the per-direction post-norms and the second post-norm (fp32),
+    then under autocast its float32 input cast and mean/rstd, in fp32 the next sum.
     """
     if not _full_vittt(cfg):
         raise ValueError(f"{cfg.name}: the closed form covers the full Vittt mixer only (all design steps on)")
     B, N, D, H, s = batch, cfg.num_patches, cfg.dim, cfg.num_heads, ITEMSIZE[dtype]
     x = B * N * D
-    mixer = {"embedding": F32 * x, "block_input": F32 * x, "norm1": F32 * x, "conv2d": s * x, "v": s * 2 * x,
-             "q": s * 2 * x, "k": s * 2 * x, "lr": s * B * N * 2 * H}
-    half = s != F32
-    moments = {
-        "ttt": {**mixer, "token_scales": F32 * 3 * cfg.mini_batch, "kernel_copies": TTT_QK_COPIES * s * 2 * x,
-                "ttt_out": s * 2 * x},
-        "post_norm": {**mixer, "heads_merged": s * 2 * x, "norm_sum": F32 * x, "post_norm": F32 * x,
-                      **({"cast": F32 * x, "mean_rstd": 2 * F32 * B * N} if half else {"next_sum": F32 * x})},
-    }
-    return {**memory_baseline(cfg, batch, param_count(cfg)), **peak_moment(moments)}
+    moment = {"embedding": F32 * x, "block_input": F32 * x, "norm1": F32 * x, "conv2d": s * x, "v": s * 2 * x,
+              "q": s * 2 * x, "k": s * 2 * x, "lr": s * B * N * 2 * H, "heads_merged": s * 2 * x,
+              "norm_sum": F32 * x, "post_norm": F32 * x,
+              **({"cast": F32 * x, "mean_rstd": 2 * F32 * B * N} if s != F32 else {"next_sum": F32 * x})}
+    return {**memory_baseline(cfg, batch, param_count(cfg)), **peak_moment({"post_norm": moment})}
 
 
 SPEC = FamilySpec(

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kernels import _autocast
 from kernels._checks import shape_checks
 from kernels._memory import TRACE, declare_memory
 
@@ -40,7 +41,13 @@ def _(x, weight, bias, padding):
 declare_memory("vittt_bench::depthwise_conv", backend_arg=None, aten=TRACE)
 
 
-def _check_args(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: Sequence[int]) -> None:
+# Under autocast: inputs cast to the autocast dtype, as a native convolution does (kernels/_autocast.py).
+_autocast.register("depthwise_conv", "autocast")
+
+
+def check_args(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: Sequence[int]) -> None:
+    """Raise ValueError naming what breaks `depthwise_conv`'s contract. The output size grows with
+    the input's, so arguments that pass with a 1-pixel x pass with every larger one."""
     n_spatial = x.dim() - 2
     if n_spatial not in (1, 2):
         raise ValueError(f"depthwise_conv: x must be [B, C, L] or [B, C, H, W], got {list(x.shape)}")
@@ -57,13 +64,17 @@ def _check_args(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: Sequ
                          f"leaves no output for x {list(x.shape)}")
 
 
-def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: Sequence[int]) -> Tensor:
+def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: Sequence[int], *,
+                   check: bool = True) -> Tensor:
     """Depthwise convolution, stride 1, symmetric zero `padding` per spatial dim (as F.conv1d/F.conv2d).
 
     x [B, C, L] with weight [C, 1, k], or x [B, C, H, W] with weight [C, 1, kh, kw]; bias [C] or None.
+    Under autocast it computes in the autocast dtype, like F.conv1d/F.conv2d. check=False skips the
+    argument checks, for a caller that ran `check_args` once for all its calls (a layer at build).
     """
-    with shape_checks():
-        _check_args(x, weight, bias, padding)
+    if check:
+        with shape_checks():
+            check_args(x, weight, bias, padding)
     return torch.ops.vittt_bench.depthwise_conv(x, weight, bias, [int(p) for p in padding])
 
 

@@ -19,8 +19,6 @@ for delta + delta_bias, softplus and D*u + y, plus 2 for the gate y * silu(z):
 from math import prod
 from typing import Any, Callable
 
-from fvcore.nn.jit_handles import get_shape
-
 Handle = Callable[[list[Any], list[Any]], int]
 
 # aten ops counted at one FLOP per output element (reference ops plus their common kin).
@@ -32,7 +30,9 @@ ELEMENTWISE_OPS = (
 
 
 def _output_elements(inputs: list[Any], outputs: list[Any]) -> int:
-    return prod(get_shape(outputs[0]))
+    """Elements of the op's output; `outputs` are torch.jit graph values with complete tensor types
+    (read directly, so that this module, imported with the kernels, needs no fvcore)."""
+    return prod(outputs[0].type().sizes())
 
 
 def elementwise_handles() -> dict[str, Handle]:

@@ -9,6 +9,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
+from kernels import _autocast
 from kernels._checks import shape_checks
 from kernels._memory import TRACE, Buffer, OpMemory, copy_if_needed, declare_memory, output_only
 from kernels.selective_scan.mamba import INSTALL_HINT, mamba_available, selective_scan_mamba, unavailable_reason
@@ -79,6 +80,10 @@ declare_memory("vittt_bench::selective_scan", gpu_backend="mamba_ssm", torch=TRA
                triton=output_only)
 
 
+# Under autocast: float32 inside, output in u's dtype (kernels/_autocast.py).
+_autocast.register("selective_scan", "keep")
+
+
 def _check_args(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                 z: Optional[Tensor], delta_bias: Optional[Tensor]) -> None:
     """Raise ValueError naming the first argument whose shape or device breaks the contract."""
@@ -107,7 +112,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     """Selective scan with mamba_ssm's `selective_scan_fn` semantics (real A, B/C as [Bt, N, L]).
 
     u, delta, z: [Bt, E, L]; A: [E, N]; B, C: [Bt, N, L]; D, delta_bias: [E].
-    Returns [Bt, E, L] in u's dtype (half inputs are computed in float32 inside).
+    Returns [Bt, E, L] in u's dtype (half inputs are computed in float32 inside, also under autocast).
     backend: "auto", "torch" (reference), "triton" (CUDA, or CPU under TRITON_INTERPRET=1) or
     "mamba_ssm" (CUDA kernel, when installed); see `resolve_backend`.
     """

@@ -17,7 +17,6 @@ STAGES > 1, tl.range makes Triton prefetch the loads of the next tokens (4-byte 
 Import never needs a GPU. On CPU tensors the kernel runs only under the Triton interpreter:
 TRITON_INTERPRET=1 must be set before triton is first imported (triton.jit reads it at definition).
 """
-import inspect
 import os
 from typing import Any, Optional
 
@@ -156,7 +155,7 @@ def selective_scan_triton(
     if out.numel() == 0:
         return out
     args = launch_args(u, delta, A, B, C, D, z, delta_bias, out)
-    meta = _meta(A.shape[1], delta_softplus)
+    meta = launch_meta(A.shape[1], delta_softplus)
     if INTERPRETED:
         block = block_e or triton.next_power_of_2(n_chan)
         _kernel[(triton.cdiv(n_chan, block), n_batch)](*args, **meta, BLOCK_E=block, STAGES=1)
@@ -165,59 +164,6 @@ def selective_scan_triton(
     return out
 
 
-def _meta(n_state: int, delta_softplus: bool) -> dict[str, Any]:
+def launch_meta(n_state: int, delta_softplus: bool) -> dict[str, Any]:
+    """The kernel's constexpr arguments besides the launch config."""
     return dict(N=n_state, SOFTPLUS=delta_softplus, BLOCK_N=triton.next_power_of_2(n_state))
-
-
-# --- ahead-of-time compile check (no GPU needed) ----------------------------------------------------
-
-def vim_layout(dtype: torch.dtype, E: int = 384, L: int = 197, N: int = 16, dt_rank: int = 12) -> list[Tensor]:
-    """(u, delta, A, B, C, D, z, delta_bias) laid out as Vim's forward scan passes them (batch 1, CPU).
-
-    u: conv1d output, contiguous; delta: dt_proj output [Bt, L, E] seen as [Bt, E, L]; B, C: slices of
-    the x_proj output [Bt, L, dt_rank + 2N], transposed; z: half of the in_proj output [Bt, L, 2E],
-    transposed; A, D, delta_bias: contiguous float32.
-    """
-    x_dbl = torch.empty(1, L, dt_rank + 2 * N, dtype=dtype)
-    B, C = (x_dbl[..., dt_rank + i * N:dt_rank + (i + 1) * N].transpose(1, 2) for i in (0, 1))
-    z = torch.empty(1, L, 2 * E, dtype=dtype)[..., E:].transpose(1, 2)
-    u, delta = torch.empty(1, E, L, dtype=dtype), torch.empty(1, L, E, dtype=dtype).transpose(1, 2)
-    A, D, bias = torch.empty(E, N), torch.empty(E), torch.empty(E)
-    return [u, delta, A, B, C, D, z, bias]
-
-
-_TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
-def compile_specs(dtype: torch.dtype, delta_softplus: bool = True) -> list[dict[str, Any]]:
-    """What to compile ahead of time for activations in `dtype`: one spec per GPU launch config, for
-    the layout Vim's forward scan passes (`vim_layout`, with D, z and delta_bias), specialised as the JIT
-    would: a tensor is `*<dtype>` (16-byte aligned pointers listed in "divisible_by_16"), an int equal
-    to 1 is a constexpr, other ints are "i32" (listed when divisible by 16), None is a constexpr.
-
-    Each spec: {"name", "signature" {arg: type}, "constexprs" {arg: value}, "divisible_by_16" [args],
-    "num_warps", "num_stages"}. Compile with `triton.compile(triton.compiler.ASTSource(KERNEL,
-    signature, constexprs, {(KERNEL.arg_names.index(a),): [["tt.divisibility", 16]] for a in
-    divisible_by_16}), target=GPUTarget("cuda", cc, 32), options={"num_warps": ..., "num_stages": ...})`.
-    """
-    u, delta, A, B, C, D, z, bias = vim_layout(dtype)
-    args = launch_args(u, delta, A, B, C, D, z, bias, torch.empty(u.shape, dtype=dtype))
-    names = list(inspect.signature(KERNEL.fn).parameters)
-    signature, constexprs, divisible = {}, {}, []
-    for name, value in zip(names, args):
-        if isinstance(value, Tensor):
-            signature[name] = f"*{_TRITON_TYPES[value.dtype]}"
-            divisible += [name] if value.data_ptr() % 16 == 0 else []
-        elif value is None or (value == 1 and name not in UNSPECIALISED):
-            signature[name], constexprs[name] = "constexpr", value
-        else:
-            signature[name] = "i32"
-            divisible += [name] if value % 16 == 0 and name not in UNSPECIALISED else []
-    specs = []
-    for cfg in _CONFIGS:
-        meta = dict(_meta(A.shape[1], delta_softplus), **cfg.kwargs)
-        specs.append(dict(
-            name=f"selective_scan_fwd_{_TRITON_TYPES[dtype]}_E{meta['BLOCK_E']}_w{cfg.num_warps}_s{meta['STAGES']}",
-            signature=dict(signature, **{k: "constexpr" for k in meta}), constexprs=dict(constexprs, **meta),
-            divisible_by_16=divisible, num_warps=cfg.num_warps, num_stages=cfg.num_stages))
-    return specs

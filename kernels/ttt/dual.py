@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-EPS = 1e-6
+from kernels.ttt.naive import EPS
 
 
 def _mini_batch(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W: Tensor, b: Tensor,
@@ -36,7 +36,7 @@ def _mini_batch(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W: Ten
 
 def ttt_linear_dual(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
                     ln_w: Tensor, ln_b: Tensor, mini_batch: int = 16, reverse: bool = False) -> Tensor:
-    """TTT-Linear forward (DESIGN.md s.4), dual form, one scan step per mini-batch.
+    """TTT-Linear forward (docs/kernels.md), dual form, one scan step per mini-batch.
 
     q, k, v [B,H,L,d]; lr [B,H,L]; tok [mini_batch]; W0 [H,d,d]; b0, ln_w, ln_b [H,d] -> [B,H,L,d].
     A partial last mini-batch of r < mini_batch tokens runs with its own size, using tok[:r].

@@ -1,13 +1,13 @@
 """Reference TTT-Linear: the primal form, token by token (the test oracle).
 
-Materialises W_i and b_i for every token exactly as DESIGN.md s.4 states, and takes the
+Materialises W_i and b_i for every token exactly as the contract (docs/kernels.md) states, and takes the
 inner gradient G_j from autograd, so it shares no hand-derived algebra with the dual form.
 Slow by design; run it in float64 for a tight oracle. Needs autograd (not inference mode).
 """
 import torch
 from torch import Tensor
 
-EPS = 1e-6
+EPS = 1e-6  # the inner LayerNorm's epsilon (the op's contract); the other backends import it from here
 
 
 def _ln(x: Tensor, ln_w: Tensor, ln_b: Tensor) -> Tensor:

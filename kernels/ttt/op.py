@@ -6,14 +6,13 @@ implementations return shapes only, so models trace on the meta device for FLOP 
 import torch
 from torch import Tensor
 
+from kernels import _autocast
 from kernels._checks import shape_checks
-from kernels._memory import TRACE, OpMemory, copy_if_needed, declare_memory
+from kernels._memory import TRACE, declare_memory, output_only
 from kernels.ttt.dual import ttt_linear_dual
 
 BACKENDS = ("torch", "triton", "auto")
 _ARGS = ("q", "k", "v", "lr", "tok", "W0", "b0", "ln_w", "ln_b")
-
-
 TRITON_HEAD_DIMS = (16, 32, 64, 128)
 
 
@@ -26,12 +25,15 @@ def triton_supports(head_dim: int, mini_batch: int) -> bool:
 def resolve_backend(backend: str, device: torch.device, head_dim: int | None = None,
                     mini_batch: int | None = None) -> str:
     """Map "auto" to "triton" on CUDA (when the kernel takes head_dim and mini_batch, if given) and
-    to "torch" otherwise; reject unknown names."""
+    to "torch" otherwise; reject unknown names, and "triton" for a shape its kernel does not take."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown TTT-Linear backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    fits = head_dim is None or triton_supports(head_dim, mini_batch or 0)
     if backend == "auto":
-        fits = head_dim is None or triton_supports(head_dim, mini_batch or 0)
         return "triton" if torch.device(device).type == "cuda" and fits else "torch"
+    if backend == "triton" and not fits:
+        raise ValueError(f"the Triton kernel takes head dim in {TRITON_HEAD_DIMS} and mini_batch a power of two "
+                         f">= 16 (tl.dot tiles), got head dim {head_dim}, mini_batch {mini_batch}")
     return backend
 
 
@@ -39,28 +41,23 @@ def check_args(args: tuple[Tensor, ...], mini_batch: int, lead: tuple[int, ...] 
     """Raise ValueError naming the first argument (in `ttt_linear`'s order) whose shape or device
     breaks the contract; `lead` = (2,) for the stacked directions of `ttt_linear_bidir`."""
     prefix = "ttt_linear_bidir: " if lead else ""
+    n = len(lead)
     for name, x in zip(_ARGS, args):
-        if tuple(x.shape[:len(lead)]) != lead:
+        if tuple(x.shape[:n]) != lead:
             raise ValueError(f"{prefix}{name} needs a leading direction dim of 2, got {tuple(x.shape)}")
-    _check(dict(zip(_ARGS, (x[0] if lead else x for x in args))), mini_batch, prefix)
-
-
-def _check(args: dict[str, Tensor], mini_batch: int, prefix: str = "") -> None:
     if mini_batch < 1:
         raise ValueError(f"mini_batch must be >= 1, got {mini_batch}")
-    q = args["q"]
-    if q.dim() != 4:
-        raise ValueError(f"{prefix}q must be [B, H, L, d], got shape {tuple(q.shape)}")
-    B, H, L, d = q.shape
+    q = args[0]
+    if q.dim() != n + 4:
+        raise ValueError(f"{prefix}q must be [B, H, L, d], got shape {tuple(q.shape[n:])}")
+    B, H, L, d = q.shape[n:]
     if L < 1:
         raise ValueError(f"{prefix}sequence length L must be >= 1, got {L}")
-    want = {"q": (B, H, L, d), "k": (B, H, L, d), "v": (B, H, L, d), "lr": (B, H, L), "tok": (mini_batch,),
-            "W0": (H, d, d), "b0": (H, d), "ln_w": (H, d), "ln_b": (H, d)}
-    for name in _ARGS:
-        x = args[name]
-        if tuple(x.shape) != want[name]:
-            raise ValueError(f"{prefix}{name} must have shape {want[name]} (B={B}, H={H}, L={L}, d={d}, "
-                             f"mini_batch={mini_batch}), got {tuple(x.shape)}")
+    want = ((B, H, L, d), (B, H, L, d), (B, H, L, d), (B, H, L), (mini_batch,), (H, d, d), (H, d), (H, d), (H, d))
+    for name, x, shape in zip(_ARGS, args, want):
+        if x.shape[n:] != shape:
+            raise ValueError(f"{prefix}{name} must have shape {shape} (B={B}, H={H}, L={L}, d={d}, "
+                             f"mini_batch={mini_batch}), got {tuple(x.shape[n:])}")
         if x.device != q.device:
             raise ValueError(f"{prefix}{name} is on {x.device} but q is on {q.device}")
 
@@ -103,38 +100,42 @@ def _(q, k, v, lr, tok, W0, b0, ln_w, ln_b, mini_batch, backend):
     return q.new_empty(q.shape)
 
 
-def _triton_memory(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
-                   ln_w: Tensor, ln_b: Tensor, **_) -> OpMemory:
-    """The Triton launcher copies a q, k or v whose head dim is not unit-stride and a state argument
-    that is not contiguous; the kernel itself allocates only its output (lr is read in place)."""
-    qkv = (b for name, x in zip("qkv", (q, k, v)) for b in copy_if_needed(name, x, unit_last_stride=True))
-    state = (b for name, x in zip(_ARGS[4:], (tok, W0, b0, ln_w, ln_b)) for b in copy_if_needed(name, x))
-    return OpMemory(before=(*qkv, *state))
+# Memory per backend: "torch" is the dual form in plain PyTorch (traced); the Triton launcher reads
+# every input in place through its strides, so "triton" allocates only its output.
+declare_memory("vittt_bench::ttt_linear", torch=TRACE, triton=output_only)
+declare_memory("vittt_bench::ttt_linear_bidir", torch=TRACE, triton=output_only)
 
 
-# Memory per backend: "torch" is the dual form in plain PyTorch (traced), "triton" as above.
-declare_memory("vittt_bench::ttt_linear", torch=TRACE, triton=_triton_memory)
-declare_memory("vittt_bench::ttt_linear_bidir", torch=TRACE, triton=_triton_memory)
+# Under autocast: float32 inside, output in q's dtype (kernels/_autocast.py).
+_autocast.register("ttt_linear", "keep")
+_autocast.register("ttt_linear_bidir", "keep")
 
 
 def ttt_linear(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor, ln_w: Tensor,
-               ln_b: Tensor, *, mini_batch: int = 16, reverse: bool = False, backend: str = "auto") -> Tensor:
-    """TTT-Linear forward (DESIGN.md s.4): q, k, v [B,H,L,d]; lr [B,H,L]; tok [mini_batch]; W0 [H,d,d];
-    b0, ln_w, ln_b [H,d] -> [B,H,L,d]. reverse=True scans from the end (flip L, op, flip L)."""
+               ln_b: Tensor, *, mini_batch: int = 16, reverse: bool = False, backend: str = "auto",
+               check: bool = True) -> Tensor:
+    """TTT-Linear forward (docs/kernels.md): q, k, v [B,H,L,d]; lr [B,H,L]; tok [mini_batch]; W0 [H,d,d];
+    b0, ln_w, ln_b [H,d] -> [B,H,L,d] in q's dtype. Computed in float32, also under autocast (the
+    Triton kernel feeds its matmuls q's dtype and accumulates in float32; docs/kernels.md).
+    reverse=True scans from the end (flip L, op, flip L). check=False skips the argument checks, for
+    a caller that ran them once for all its calls (a model at build): nothing else checks them."""
     args = (q, k, v, lr, tok, W0, b0, ln_w, ln_b)
     with shape_checks():
-        check_args(args, mini_batch)
+        if check:
+            check_args(args, mini_batch)
         backend = resolve_backend(backend, q.device, q.shape[-1], mini_batch)
     return _ttt_linear_op(*args, mini_batch, reverse, backend)
 
 
 def ttt_linear_bidir(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor,
-                     ln_w: Tensor, ln_b: Tensor, *, mini_batch: int = 16, backend: str = "auto") -> Tensor:
+                     ln_w: Tensor, ln_b: Tensor, *, mini_batch: int = 16, backend: str = "auto",
+                     check: bool = True) -> Tensor:
     """Both scan directions in one op. Every argument of `ttt_linear` gains a leading dim of 2
     (0 = forward, 1 = reverse); returns [2,B,H,L,d], both in original token order, equal to
-    stack(ttt_linear(dir 0), ttt_linear(dir 1, reverse=True))."""
+    stack(ttt_linear(dir 0), ttt_linear(dir 1, reverse=True)). check as in `ttt_linear`."""
     args = (q, k, v, lr, tok, W0, b0, ln_w, ln_b)
     with shape_checks():
-        check_args(args, mini_batch, lead=(2,))
+        if check:
+            check_args(args, mini_batch, lead=(2,))
         backend = resolve_backend(backend, q.device, q.shape[-1], mini_batch)
     return _ttt_linear_bidir_op(*args, mini_batch, backend)
