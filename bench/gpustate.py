@@ -141,15 +141,15 @@ class Window:
         if self.gpu is not None:
             e0, e1 = self.start.get("energy"), self.end.get("energy")
             source, joules = "nvml-board", None if e0 is None or e1 is None else (e1 - e0) / 1e3
-            missing = "NVML total-energy counter not supported on this GPU"
+            missing = "no NVML energy counter on this GPU"
         else:
             r0, r1 = self.start.get("rapl"), self.end.get("rapl")
             source, joules = "rapl-package", None if r0 is None or r1 is None else ((r1[0] - r0[0]) % r0[1]) / 1e6
-            missing = f"no readable RAPL counter ({self.rapl})"
+            missing = "no readable RAPL counter"
         if joules is None:
-            return {"note": f"energy_j_per_img: {missing}"}
+            return {"note": f"energy: {missing}"}
         if window < ENERGY_UPDATE_S:
-            return {"note": f"energy_j_per_img: window {window:.3f} s is shorter than the counter's update interval"}
+            return {"note": f"energy: window {window:.3f} s is shorter than the counter's update interval"}
         return {"energy_j_per_img": joules / images, "energy_window_s": window, "energy_source": source}
 
     def fields(self, images: int) -> dict[str, Any]:

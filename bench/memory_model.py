@@ -72,12 +72,11 @@ class Prediction:
 
     @property
     def note(self) -> str:
-        """Which profile and custom-op backends the prediction assumed, in one line."""
-        where = f"predicted for the {self.gpu} profile" if self.gpu != "cpu" else "predicted for a CPU forward"
-        if not self.backends:
-            return where
-        return f"{where}; custom-op backends assumed: " + ", ".join(
-            f"{op.split('::')[-1]}={b}" for op, b in sorted(self.backends.items()))
+        """Which custom-op backends the prediction assumed, in one line ("" for a model without custom
+        ops; the profile is the row's pred_gpu)."""
+        where = "" if self.gpu != "cpu" else "predicted for a CPU forward"
+        assumed = ", ".join(f"{op.split('::')[-1]}={b}" for op, b in sorted(self.backends.items()))
+        return "; ".join(filter(None, [where, f"mem_pred assumed {assumed}" if assumed else ""]))
 
     def describe(self, top: int = 8) -> str:
         """A few lines: the peak and its largest parts."""

@@ -96,6 +96,7 @@ def _resolution_axis(ax: Axes, rows: pd.DataFrame) -> None:
     ax.set_xticks(ticks["resolution"].tolist())
     ax.set_xticklabels([f"{int(r)}\n{_tokens_label(n)}" for r, n in zip(ticks["resolution"], ticks["tokens"])])
     ax.minorticks_off()
+    ax.set_xlim(ticks["resolution"].min() / 2**0.25, ticks["resolution"].max() * 2**0.25)  # also where nothing is drawn
     ax.set_xlabel("resolution (px) / tokens")
 
 
@@ -198,7 +199,7 @@ class _Panel:
         s = self.look[model]
         style = dict(color=s.color, marker=s.marker, linestyle=PREDICTED_LINESTYLE if predicted else s.linestyle)
         if predicted:
-            style.update(markerfacecolor="none", label=None)
+            style.update(markerfacecolor="none", label=s.label)
             self.predicted[model] = values
         else:
             style["label"] = s.label
@@ -221,7 +222,7 @@ class _Panel:
             if oom:
                 ax.plot(oom, [0.97] * len(oom), color=s.color, transform=ax.get_xaxis_transform(), clip_on=False, **OOM_MARKER)
                 any_oom = True
-            if missing:
+            if missing and (self.values or self.predicted):  # an empty panel says "not measured" as a whole
                 ax.plot(missing, [0.03] * len(missing), color=s.color, marker=s.marker, transform=ax.get_xaxis_transform(),
                         clip_on=False, **UNMEASURED_MARKER)
                 any_missing = True
@@ -313,6 +314,11 @@ def efficiency_grid(df: pd.DataFrame) -> Figure:
         if group is not None and group.rows["fps_iqr"].notna().any():
             extra.append(Line2D([], [], color="0.4", label="error bars: FPS interquartile range"))
         _legend(fig, extra)
-        setting = group.label if group is not None else "FLOPs only"
+        if group is not None:
+            setting = group.label
+        elif not pred.empty:
+            setting = f"predicted GPU memory, {profiles[0] if len(profiles) == 1 else ', '.join(profiles)} profile, batch {int(pred['batch_size'].iloc[0])}, {pred['dtype'].iloc[0]}"
+        else:
+            setting = "FLOPs only"
         fig.suptitle(f"Efficiency against resolution ({setting})" + (" - memory: process RSS" if rss and pred.empty else ""))
         return fig

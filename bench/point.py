@@ -20,7 +20,7 @@ from bench.timing import NOISY, TimingPolicy
 if TYPE_CHECKING:
     from bench.models import ModelRef
 
-METRICS = ("flops", "fps", "memory")
+METRICS = ("flops", "fps", "memory", "mem_pred")
 SPEED_METRICS = ("fps", "memory")  # the metrics that run the model on the device
 REFERENCE_BACKENDS = ("torch",)  # kernel backends that are a reference, not a fast path
 

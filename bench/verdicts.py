@@ -125,9 +125,8 @@ def judge_change(g: Group, claim: Claim, column: str) -> tuple[str, str]:
     if a is None:
         return why, NOT_MEASURED
     change = 100 * (a / b - 1)
-    scale = 1e9 if claim.metric == "flops" else 1
-    unit = " G" if claim.metric == "flops" else " MiB" if claim.metric == "memory" else ""
-    text = f"{_pct(change)} ({a / scale:.4g}{unit} vs {b / scale:.4g}{unit})"
+    value = (lambda x: f"{x / 1e9:.4g} G") if claim.metric == "flops" else (lambda x: f"{x:,.0f} MiB") if claim.metric == "memory" else (lambda x: f"{x:.4g}")
+    text = f"{_pct(change)} ({value(a)} vs {value(b)})"
     return text, REPRODUCED if abs(change - claim.target) <= claim.tolerance else NOT_REPRODUCED
 
 
@@ -226,8 +225,14 @@ def judge_claim(df: pd.DataFrame, table: ClaimsTable, claim: Claim) -> Verdict:
             g = predicted[0]
             profile = ", ".join(sorted(set(g.rows["pred_gpu"].dropna()))) or "unknown"
             measured, verdict = _judge(g, claim, PREDICTED)
+            unfit = g.rows[g.rows["model"].isin(_models(claim)) & (g.rows["pred_fits"] == 0)]
+            if claim.resolution is not None:
+                unfit = unfit[unfit["resolution"] == claim.resolution]
+            if len(unfit):
+                measured += "; predicted not to fit the profile: " + ", ".join(f"{m}@{int(r)}" for m, r in zip(unfit["model"], unfit["resolution"]))
             label = f"predicted ({profile} profile), batch {g.batch_size}, {g.dtype}"
-            return Verdict(claim, measured, label, f"predicted ({profile} profile): {verdict}")
+            shown = f"predicted ({profile} profile): {verdict}" if verdict in (REPRODUCED, NOT_REPRODUCED) else verdict
+            return Verdict(claim, measured, label, shown)
     batch = f"batch {table.batch}" if table.batch else "a GPU"
     found = found or (groups(df, "rss_peak_mib") if claim.metric == "memory" else [])
     if not found:

@@ -133,8 +133,8 @@ def test_a_larger_speed_cap_measures_the_count_only_points(tmp_path, capsys):
     argv = _args(tmp_path, ["--models", "deit_t", "--resolutions", "224", "256", *FAST])
     assert cli.main(argv + ["--speed-max-res", "224"]) == 0
     rows = csvio.read_rows(tmp_path / "results" / "cpu-deit_t.csv")
-    assert sorted((r["resolution"], r["metrics"], r["fps"] != "") for r in rows) == [("224", "flops fps memory", True),
-                                                                                     ("256", "flops", False)]
+    assert sorted((r["resolution"], r["metrics"], r["fps"] != "") for r in rows) == [
+        ("224", "flops fps memory mem_pred", True), ("256", "flops mem_pred", False)]
     capsys.readouterr()
     assert cli.main(argv + ["--speed-max-res", "256"]) == 0
     assert "1 points already measured" in capsys.readouterr().out

@@ -264,3 +264,28 @@ def test_committed_cpu_baseline_is_schema_shaped_and_current():
     count_point = pytest.importorskip("bench.flops", reason="FLOP counting needs fvcore").count_point
     fresh = count_point("deit_t", 224)
     assert (int(row.params), int(row.flops)) == (fresh["params"], fresh["flops"])
+
+
+def test_an_activation_kept_alive_fails_the_memory_gate_naming_the_model(tmp_path, capsys, monkeypatch):
+    """The CI memory gate: deit_t's block keeps its MLP's hidden activation past its use; the predicted
+    peak rises and `compare` against the committed baseline fails, naming the model and the change."""
+    from bench import memory_model
+    from bench.models import parse
+    from vittt import deit
+
+    baseline = [r for r in compare.load_results(ROOT / "results" / "baselines" / "cpu-mem-pred.csv").to_dict("records")
+                if (r["model"], r["resolution"], r["dtype"]) == ("deit_t", 224, "fp32")]
+    assert len(baseline) == 1
+    kept = []
+
+    def leaky(self, x):  # the block, as before, but its MLP's input stays alive until the forward ends
+        x = x + self.attn(self.norm1(x))
+        kept.append(self.norm2(x))
+        return x + self.mlp(kept[-1])
+
+    monkeypatch.setattr(deit.Block, "forward", leaky)
+    fields = memory_model.predict_fields(parse("deit_t"), 224, 64, "fp32", "h100")
+    cur = {**{k: v for k, v in baseline[0].items() if isinstance(v, str) or v == v}, **fields}
+    status, out = _gate(tmp_path, [baseline[0]], [cur], capsys=capsys)
+    assert status == 1
+    assert "REGRESSION deit_t @ 224: pred_peak_mem_mib" in out and "(+" in out

@@ -140,7 +140,7 @@ def test_energy_is_empty_with_the_reason_when_unsupported_or_too_short():
     w.open()
     w.close()
     row = w.fields(images=10)
-    assert "energy_j_per_img" not in row and "not supported" in row["note"]
+    assert "energy_j_per_img" not in row and "no NVML energy counter" in row["note"]
     short = gpustate.Window(gpustate.NvmlGpu(fake_nvml([STEADY, {**STEADY, "energy": 1_000_050}]), "h"),
                             clock=iter([0.0, 0.05]).__next__)
     short.open()
