@@ -274,20 +274,3 @@ def test_the_schema_doc_is_generated_from_the_schema():
     from bench import schema
 
     assert (ROOT / "docs" / "schema.md").read_text() == schema.markdown(), "run: python -m bench.schema > docs/schema.md"
-
-
-HIDE_FVCORE = "import sys; sys.modules['fvcore'] = None; from bench.cli import main; sys.exit(main(sys.argv[1:]))"
-
-
-def test_without_fvcore_speed_runs_and_flops_is_refused(tmp_path):
-    """A GPU image without fvcore: the models, kernels and speed paths import and run; asking for
-    FLOPs is one line and exit 2; the default metrics leave FLOPs out and say so."""
-    common = [*_args(tmp_path, ["--models", "vittt_t", "deit_t", "--resolutions", "64"]), *FAST]
-    ran = subprocess.run([sys.executable, "-c", HIDE_FVCORE, *common, "--metrics", "fps", "memory"],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert ran.returncode == 0, ran.stderr
-    rows = csvio.read_rows(tmp_path / "results" / "cpu-deit_t-vittt_t-fps-memory.csv")
-    assert len(rows) == 2 and all(float(r["fps"]) > 0 and r["flops"] == "" for r in rows)
-    refused = subprocess.run([sys.executable, "-c", HIDE_FVCORE, *common, "--metrics", "flops"],
-                             capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert refused.returncode == 2 and "needs fvcore" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1

@@ -147,15 +147,15 @@ def test_isolated_crash_and_hang_are_rows(tmp_path):
     out = tmp_path / "r.csv"
     start = time.perf_counter()
     # the children import neither torch nor the models (the fake measure needs neither): they start in
-    # well under a second even on a busy 2-core machine, so a 5 s limit only catches the hang
-    sweep.run_sweep(_points("a", "crash", "segfault", "hang", "b"), out, measure=fake_measure, isolate=True, timeout=5,
+    # well under a second even on a busy 2-core machine, so a 3 s limit only catches the hang
+    sweep.run_sweep(_points("a", "crash", "segfault", "hang", "b"), out, measure=fake_measure, isolate=True, timeout=3,
                     progress=False)
     assert time.perf_counter() - start < 40  # the hang (60 s) was cut short
     rows = {r["model"]: r for r in _rows(out)}
     assert {m: r["status"] for m, r in rows.items()} == {"a": "ok", "crash": "error", "segfault": "error", "hang": "timeout", "b": "ok"}
     assert "exited with status 3" in rows["crash"]["note"]
     assert "SIGSEGV" in rows["segfault"]["note"]
-    assert "--timeout 5" in rows["hang"]["note"]
+    assert "--timeout 3" in rows["hang"]["note"]
     # the stages a child finished before dying are kept
     assert rows["hang"]["flops"] == rows["crash"]["flops"] == "1000"
     assert rows["a"]["fps"] == "123"
