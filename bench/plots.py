@@ -106,8 +106,9 @@ def _figure(nrows: int, ncols: int) -> tuple[Figure, list[list[Axes]]]:
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
-def _legend(fig: Figure, extra: Sequence[Line2D] = ()) -> None:
-    """One legend for the whole figure, below the panels (labels deduplicated across panels)."""
+def _legend(fig: Figure, extra: Sequence[Line2D] = (), columns: int = 3) -> None:
+    """One legend for the whole figure, below the panels (labels deduplicated across panels), two
+    entries wide per panel column so that a narrow figure wraps it."""
     entries = {}
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -115,7 +116,7 @@ def _legend(fig: Figure, extra: Sequence[Line2D] = ()) -> None:
     for handle in extra:
         entries.setdefault(handle.get_label(), handle)
     if entries:
-        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=min(len(entries), 4))
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=min(len(entries), 4, 2 * columns))
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -155,8 +156,9 @@ def flops_figure(df: pd.DataFrame) -> Figure:
             ax.set_ylabel("FLOPs per image (G)")
             _resolution_axis(ax, panel)
         _legend(fig, [Line2D([], [], color="0.4", label="line: analytic formula"),
-                      Line2D([], [], color="0.4", marker="o", linestyle="none", label="markers: fvcore count")])
-        fig.suptitle("FLOPs against input resolution (one multiply-add = 1 FLOP)")
+                      Line2D([], [], color="0.4", marker="o", linestyle="none", label="markers: fvcore count")],
+                columns=len(layout))
+        fig.suptitle("FLOPs against resolution" + (" (1 multiply-add = 1 FLOP)" if len(layout) > 1 else ""))
         return fig
 
 
