@@ -10,6 +10,7 @@ with the reason. Figures are drawn on a bare Agg canvas, so no display is needed
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -90,11 +91,17 @@ def _log_y(ax: Axes) -> None:
 
 
 def _resolution_axis(ax: Axes, rows: pd.DataFrame) -> None:
-    """x = resolution (log2 spaced, ticks at the swept ones); token counts as a second line."""
+    """x = resolution (log2 spaced, ticks at the swept ones, a label where it has room); token counts
+    as a second line."""
     ticks = rows.drop_duplicates("resolution").sort_values("resolution")
+    labels, last = [], None
+    for r, n in zip(ticks["resolution"], ticks["tokens"]):
+        room = last is None or math.log2(r / last) > 0.15  # 1248 beside 1280 would overprint it
+        labels.append(f"{int(r)}\n{_tokens_label(n)}" if room else "")
+        last = r if room else last
     ax.set_xscale("log", base=2)
     ax.set_xticks(ticks["resolution"].tolist())
-    ax.set_xticklabels([f"{int(r)}\n{_tokens_label(n)}" for r, n in zip(ticks["resolution"], ticks["tokens"])])
+    ax.set_xticklabels(labels)
     ax.minorticks_off()
     ax.set_xlim(ticks["resolution"].min() / 2**0.25, ticks["resolution"].max() * 2**0.25)  # also where nothing is drawn
     ax.set_xlabel("resolution (px) / tokens")

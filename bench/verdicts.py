@@ -96,8 +96,8 @@ def _pct(x: float) -> str:
 
 
 def _range(values: list[float], fmt: str) -> str:
-    lo, hi = min(values), max(values)
-    return format(lo, fmt) if math.isclose(lo, hi, rel_tol=1e-3) else f"{format(lo, fmt)} to {format(hi, fmt)}"
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return lo if lo == hi else f"{lo} to {hi}"
 
 
 def power_law_exponent(tokens: np.ndarray, values: np.ndarray) -> float:
