@@ -295,7 +295,7 @@ def efficiency_grid(df: pd.DataFrame) -> Figure:
             if rss and pred.empty:
                 mem_p.log = False
                 mem_p.ax.set_ylim(bottom=0)
-            if capacity and not pred.empty:
+            if capacity and not pred.empty and pred["pred_peak_mem_mib"].max() > capacity / 10:  # else it only squashes the lines
                 mem_p.ax.axhline(capacity, color="0.3", linewidth=0.8, linestyle="--")
                 mem_p.ax.text(0.02, capacity, f" {profiles[0]} capacity", transform=mem_p.ax.get_yaxis_transform(),
                               va="bottom", fontsize=7, color="0.3")
