@@ -1,11 +1,11 @@
-"""Test-wide setup: on a machine without CUDA, Triton kernels run in Triton's CPU interpreter.
-
-Triton reads TRITON_INTERPRET when it is first imported, so this must happen before any test
-module imports triton (conftest.py is imported first).
+"""Test-wide setup: on a machine without CUDA, Triton kernels run in Triton's CPU interpreter
+(Triton reads TRITON_INTERPRET when it is first imported, so this must happen before any test
+module imports triton: conftest.py is imported first); and fixtures shared by test modules.
 """
 import os
 
 import numpy as np
+import pytest
 import torch
 
 
@@ -36,3 +36,12 @@ def _let_old_interpreters_index_with_new_numpy() -> None:
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
     _let_old_interpreters_index_with_new_numpy()
+
+
+@pytest.fixture
+def shared(tmp_path, monkeypatch):
+    """A folder the cluster tests' fake measures log their runs to (their tasks inherit the environment)."""
+    path = tmp_path / "shared"
+    path.mkdir()
+    monkeypatch.setenv("VITTT_TEST_DIR", str(path))
+    return path

@@ -15,15 +15,6 @@ from bench import cluster
 from cluster_fakes import alive, ran, runs, tasks_for
 
 
-@pytest.fixture
-def shared(tmp_path, monkeypatch):
-    """A folder the fake measures log their runs to."""
-    path = tmp_path / "shared"
-    path.mkdir()
-    monkeypatch.setenv("VITTT_TEST_DIR", str(path))
-    return path
-
-
 def test_local_gpus_one_task_per_gpu_taken_as_each_ends(tmp_path, shared, monkeypatch):
     monkeypatch.setenv("VITTT_TEST_OTHERS", "3")
     rows = dict(cluster.run_local_gpus(tasks_for("slow", "a", "b", "c"), ["3", "5"], tmp_path / "job"))

@@ -30,15 +30,6 @@ pytest.importorskip("submitit", reason="--slurm needs submitit (pip install 'vit
 OPTIONS = cluster.SlurmOptions(max_parallel=2, poll_s=0.5, time_min=5)
 
 
-@pytest.fixture
-def shared(tmp_path, monkeypatch):
-    """A folder the fake measures log their runs to (the jobs inherit the environment)."""
-    path = tmp_path / "shared"
-    path.mkdir()
-    monkeypatch.setenv("VITTT_TEST_DIR", str(path))
-    return path
-
-
 def _submitted(job):
     return json.loads((job / "submitted.json").read_text())
 

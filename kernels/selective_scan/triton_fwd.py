@@ -17,7 +17,6 @@ STAGES > 1, tl.range makes Triton prefetch the loads of the next tokens (4-byte 
 Import never needs a GPU. On CPU tensors the kernel runs only under the Triton interpreter:
 TRITON_INTERPRET=1 must be set before triton is first imported (triton.jit reads it at definition).
 """
-import os
 from typing import Any, Optional
 
 import torch
@@ -25,6 +24,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 from triton.runtime.jit import JITFunction
+
+from kernels._checks import check_triton_device
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # activations; A, D, delta_bias are read as float32
 # Specialising A's unit stride along N lets the A load's coalescing pick the state's layout, partly with
@@ -109,20 +110,6 @@ _kernel = (_selective_scan_fwd_kernel if INTERPRETED
            else triton.autotune(_CONFIGS, key=["E", "L", "N"])(_selective_scan_fwd_kernel))
 
 
-def _check_device(x: Tensor) -> None:
-    """Fail clearly where the kernel cannot run: CPU tensors need the Triton interpreter."""
-    if x.is_cuda:
-        return
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError(
-            f"the Triton selective-scan kernel needs CUDA tensors (got device {x.device}); to run it on the "
-            "CPU, set TRITON_INTERPRET=1 before triton is first imported")
-    if not INTERPRETED:
-        raise RuntimeError(
-            "TRITON_INTERPRET=1 was set after triton and kernels.selective_scan.triton_fwd were imported, so "
-            "the kernel was built for CUDA; set it before the first import of triton to run on the CPU")
-
-
 def _strides(x: Optional[Tensor], ndim: int) -> tuple[int, ...]:
     return (0,) * ndim if x is None else x.stride()
 
@@ -146,7 +133,7 @@ def selective_scan_triton(
     Every tensor is read in place through its strides; the state and all arithmetic are float32.
     `block_e` pins the channel block under the interpreter (tests); the GPU autotunes it.
     """
-    _check_device(u)
+    check_triton_device(u, "selective-scan", "kernels.selective_scan.triton_fwd", INTERPRETED)
     for name, x in (("u", u), ("delta", delta), ("B", B), ("C", C), ("z", z)):
         if x is not None and x.dtype not in DTYPES:
             raise TypeError(f"the Triton selective scan takes float32/float16/bfloat16 {name}, got {x.dtype}")

@@ -14,7 +14,6 @@ Import never needs a GPU. On CPU tensors the kernel runs only under the Triton i
 TRITON_INTERPRET=1 must be set before triton is first imported (triton.jit reads it when a
 kernel is defined, triton.language's own helpers included).
 """
-import os
 
 import torch
 import triton
@@ -22,6 +21,7 @@ import triton.language as tl
 from torch import Tensor
 from triton.runtime.jit import JITFunction
 
+from kernels._checks import check_triton_device
 from kernels.ttt.naive import EPS
 
 
@@ -143,20 +143,6 @@ _kernel = (_ttt_linear_fwd_kernel if INTERPRETED
            else triton.autotune(_CONFIGS, key=["D", "MB", "L", "n_programs"])(_ttt_linear_fwd_kernel))
 
 
-def _check_device(x: Tensor) -> None:
-    """Fail clearly where the kernel cannot run: CPU tensors need the Triton interpreter."""
-    if x.is_cuda:
-        return
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError(
-            f"the Triton TTT-Linear kernel needs CUDA tensors (got device {x.device}); to run it on "
-            "the CPU, set TRITON_INTERPRET=1 before triton is first imported")
-    if not INTERPRETED:
-        raise RuntimeError(
-            "TRITON_INTERPRET=1 was set after triton and kernels.ttt.triton_fwd were imported, so the "
-            "kernel was built for CUDA; set it before the first import of triton to run on the CPU")
-
-
 def launch_args(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor, b0: Tensor, ln_w: Tensor,
                 ln_b: Tensor, out: Tensor, mini_batch: int, rev0: int) -> tuple[tuple[int, int], tuple, dict]:
     """(grid, positional arguments, constexprs) of one kernel launch over n stacked directions.
@@ -179,7 +165,7 @@ def _launch(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tok: Tensor, W0: Tensor
     Every input is read in place through its strides (after the mixer's causal conv1d, q and k have
     a strided head dim); the output [n,B,H,L,d] is the only allocation.
     """
-    _check_device(q)
+    check_triton_device(q, "TTT-Linear", "kernels.ttt.triton_fwd", INTERPRETED)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if out.numel() == 0:
         return out
