@@ -230,7 +230,7 @@ class Plan:
 def _gpu_profile(args: argparse.Namespace, device: str, metrics: list[str]) -> str:
     if "mem_pred" not in metrics:
         return ""
-    from bench import memory_model
+    from bench.memory import predict as memory_model
 
     try:
         return memory_model.profile_name(args.gpu_model or (env.device_name(device) if device == "cuda" else "h100"))

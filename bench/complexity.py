@@ -9,7 +9,7 @@ FLOP units and conventions, chosen so that each family's formulas (bench/familie
     count nothing; RMSNorm has no fvcore handle, so it counts nothing either;
   * the custom ops count with their kernels' formulas: `ttt_linear_flops`, `selective_scan_flops`
     and `depthwise_conv_flops`.
-Memory is in bytes, as the CUDA caching allocator is asked for it (bench.memory_model): float32
+Memory is in bytes, as the CUDA caching allocator is asked for it (bench.memory.predict): float32
 weights and input, activations in the dtype that computes them (matmul outputs in the autocast
 dtype; normalisation outputs and the residual stream in float32).
 """

@@ -3,7 +3,7 @@
 `measure_point` is a generator of partial rows, stage by stage, so that what a point measured
 before a later stage failed (out of memory, a crash in an isolated child) stays in its row:
   1. parameters and FLOPs (fvcore on the meta device; bench.flops);
-  2. predicted peak GPU memory (bench.memory_model, no GPU used);
+  2. predicted peak GPU memory (bench.memory.predict, no GPU used);
   3. throughput: time-based warm-up and timed forwards (bench.timing), with the device's state and
      energy over the timed window (bench.gpustate) and NVML's used memory sampled meanwhile;
   4. GPU memory, in a pass of its own: one untimed forward after the allocator's peaks are reset.
@@ -17,7 +17,8 @@ import sys
 from contextlib import nullcontext
 from typing import Any, Iterator
 
-from bench import gpustate, memory, timing
+from bench import gpustate, timing
+from bench.memory import measured as memory
 from bench.models import ModelRef, param_count, resolve
 from bench.point import Point
 
@@ -45,7 +46,7 @@ def measure_point(point: Point) -> Iterator[dict[str, Any]]:
 def _predicted(point: Point, ref: ModelRef) -> dict[str, Any]:
     """The memory prediction's fields. A model the tracer cannot follow fails the point only when
     nothing else was asked of it; otherwise its row says why the prediction is missing."""
-    from bench.memory_model import predict_fields
+    from bench.memory.predict import predict_fields
 
     try:
         return predict_fields(ref, point.resolution, point.batch_size, point.dtype, point.setting.pred_gpu)

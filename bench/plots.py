@@ -186,7 +186,7 @@ def _pick(df: pd.DataFrame) -> tuple[Optional[verdicts.Group], str]:
 
 def _capacity_mib(profile: str) -> Optional[float]:
     try:
-        from bench.memory_model import profile as gpu_profile
+        from bench.memory.predict import profile as gpu_profile
 
         return gpu_profile(profile).capacity_bytes / 2**20
     except Exception:  # no such profile: no line

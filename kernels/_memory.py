@@ -1,6 +1,6 @@
 """What a custom op allocates on the device, declared next to its fake implementation.
 
-A tracer that predicts a forward's peak memory without running it (bench.memory_model) sees each
+A tracer that predicts a forward's peak memory without running it (bench.memory.predict) sees each
 custom op as one call whose fake gives the returned tensor. Everything else the op allocates
 depends on the backend that runs it, so every op declares, per backend, one of:
 

@@ -1,7 +1,7 @@
-"""The caching-allocator model against sequences computed by hand from its rules (bench/allocator.py)."""
+"""The caching-allocator model against sequences computed by hand from its rules (bench/memory/allocator.py)."""
 import pytest
 
-from bench.allocator import (MiB, CachingAllocator, ExactAllocator, OutOfMemory, round_size, segment_size)
+from bench.memory.allocator import (MiB, CachingAllocator, ExactAllocator, OutOfMemory, round_size, segment_size)
 
 
 def test_request_rounding_and_segment_sizes():

@@ -269,7 +269,7 @@ def test_committed_cpu_baseline_is_schema_shaped_and_current():
 def test_an_activation_kept_alive_fails_the_memory_gate_naming_the_model(tmp_path, capsys, monkeypatch):
     """The CI memory gate: deit_t's block keeps its MLP's hidden activation past its use; the predicted
     peak rises and `compare` against the committed baseline fails, naming the model and the change."""
-    from bench import memory_model
+    from bench.memory import predict as memory_model
     from bench.models import parse
     from vittt import deit
 

@@ -1,4 +1,4 @@
-"""Closed-form peak memory (bench/memory_analytic.py) against the traced prediction, and the
+"""Closed-form peak memory (bench/memory/analytic.py) against the traced prediction, and the
 parameter formulas against the models."""
 import pytest
 import torch
@@ -6,8 +6,8 @@ import torch
 import vittt
 from bench.families import deit, vim
 from bench.families import vittt as vittt_family
-from bench.memory_analytic import mem_analytic_mib, memory_terms
-from bench.memory_model import predict_peak
+from bench.memory.analytic import mem_analytic_mib, memory_terms
+from bench.memory.predict import predict_peak
 
 MiB = 2**20
 

@@ -1,4 +1,4 @@
-"""Peak-memory prediction (bench/memory_model.py): toy modules with peaks computed by hand, the
+"""Peak-memory prediction (bench/memory/predict.py): toy modules with peaks computed by hand, the
 CUDA-specific choices, the custom ops' memory models, and one-line errors for bad input."""
 import pytest
 import torch
@@ -7,12 +7,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import vittt
-from bench import memory_model
-from bench.allocator import MiB
-from bench.gpu_profiles import PROFILES, profile_name
+from bench.memory import predict as memory_model
+from bench.memory.allocator import MiB
+from bench.memory.profiles import PROFILES, profile_name
 from bench.kernel_inputs import make_scan_inputs, make_ttt_inputs
-from bench.memory_model import predict_cpu_peak, predict_fields, predict_peak, trace_model
-from bench.memtrace import MissingMemoryModel, TraceError
+from bench.memory.predict import predict_cpu_peak, predict_fields, predict_peak, trace_model
+from bench.memory.trace import MissingMemoryModel, TraceError
 from kernels import _memory
 from kernels._memory import TRACE, Buffer, OpMemory, declare_memory
 

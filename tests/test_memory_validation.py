@@ -1,12 +1,12 @@
 """The tracer against measurements: on this machine, a real CPU forward measured by torch.profiler's
-memory timeline (bench/memory_check.py); on a GPU, torch.cuda.max_memory_allocated."""
+memory timeline (bench/memory/check.py); on a GPU, torch.cuda.max_memory_allocated."""
 import pytest
 import torch
 from torch import nn
 
 import vittt
-from bench.memory_check import check_cpu
-from bench.memory_model import predict_peak, trace_model
+from bench.memory.check import check_cpu
+from bench.memory.predict import predict_peak, trace_model
 
 TOLERANCE = 0.02  # the required agreement of the forward peak
 
@@ -23,7 +23,7 @@ def _small(name: str, depth: int, img_size: int = 224):
 ], ids=["deit_t", "deit_t_sdpa", "vittt_t", "vim_t", "vittt_t-bf16"])
 def test_cpu_forward_peak_matches_the_profiler(model, img_size, batch, dtype):
     """One block each (the CPU references of TTT and of the scan run op by op: vittt_t and vim_t at
-    64 px keep this quick; the full models at 224 px are a slow test, and `python -m bench.memory_check`).
+    64 px keep this quick; the full models at 224 px are a slow test, and `python -m bench.memory.check`).
     The CPU's oneDNN bf16 GEMMs take scratch buffers, which are not modelled: DeiT's bf16 peak falls
     on one, and at batch 2 so would vittt_t's here (the patch embedding's)."""
     c = check_cpu(model, img_size, batch, dtype)
@@ -87,7 +87,7 @@ def test_linear_adds_its_bias_in_place_as_a_real_run_does():
                          ids=["deit_t", "deit_t_sdpa", "vittt_t", "vim_t-depth4"])
 def test_cpu_forward_peak_at_224(model):
     """The T models at 224 px (Vim with 4 of its 24 layers: its peak falls in the third layer on,
-    and its scan reference steps token by token; `python -m bench.memory_check` runs all 24)."""
+    and its scan reference steps token by token; `python -m bench.memory.check` runs all 24)."""
     c = check_cpu(model, 224, 2)
     assert abs(c.error) <= TOLERANCE, f"{c.model}: predicted {c.predicted} B, measured {c.measured} B"
 
@@ -101,7 +101,7 @@ def test_gpu_prediction_matches_max_memory_allocated(name, img_size):
         pytest.skip("needs a CUDA GPU")
     from bench import timing
     from bench.measure import measure_point
-    from bench.memory_model import profile_name
+    from bench.memory.predict import profile_name
     from bench.models import parse
     from bench.point import make_points, make_setting
 

@@ -13,10 +13,10 @@ import sys
 sys.modules["fvcore"] = None  # every `import fvcore...` now raises ModuleNotFoundError
 
 import torch
-import bench.kernel_bench, bench.memory, bench.memory_model, bench.sweep, bench.timing, kernels, vittt
+import bench.kernel_bench, bench.memory.measured, bench.memory.predict, bench.sweep, bench.timing, kernels, vittt
 from kernels.ttt import triton_fwd
 
-assert bench.memory_model.predict_fields("vittt_t", 32, 1)["pred_fits"] == 1  # the predictor too
+assert bench.memory.predict.predict_fields("vittt_t", 32, 1)["pred_fits"] == 1  # the predictor too
 
 torch.manual_seed(0)
 with torch.inference_mode():

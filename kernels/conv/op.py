@@ -37,7 +37,7 @@ def _(x, weight, bias, padding):
 
 
 # Memory: the body is one F.conv1d/F.conv2d, traced as is; what the convolution backend copies is
-# modelled per device with the other aten ops (bench.memrules).
+# modelled per device with the other aten ops (bench.memory.rules).
 declare_memory("vittt_bench::depthwise_conv", backend_arg=None, aten=TRACE)
 
 

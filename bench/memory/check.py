@@ -7,7 +7,7 @@ memory timeline (`torch.profiler._memory_profiler.MemoryProfile`): the bytes tha
 the forward and the peak of what the forward allocated on top. `check_cpu` sets that against
 `predict_cpu_peak`'s forward peak (allocated at the peak less the weights and input).
 
-Run `python -m bench.memory_check` for the table of the four families at 224 px.
+Run `python -m bench.memory.check` for the table of the four families at 224 px.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from typing import Union
 
 import torch
 
-from bench.memory_model import ModelSpec, model_factory, parse_dtype, predict_cpu_peak
-from bench.memtrace import autocast_state
+from bench.memory.predict import ModelSpec, model_factory, parse_dtype, predict_cpu_peak
+from bench.memory.trace import autocast_state
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ the forward's peak, in bytes: the float32 weights and input, and the activations
 where the peak falls, as formulas in the batch, the token count, the widths and the dtype. A block
 can peak at one of several moments (a dtype or a size moves it): each is a formula and the largest
 is the peak. `mem_analytic_mib` adds the GPU profile's cuBLAS workspace, which gives the quantity
-the trace predicts as `max_memory_allocated` (bench.memory_model): the formulas equal its requested
+the trace predicts as `max_memory_allocated` (bench.memory.predict): the formulas equal its requested
 bytes, and the allocator's rounding keeps them within 2 MiB of it (tests/test_memory_analytic.py).
 
 The formulas describe the implementation as it is (which copies its kernels make, what Python
@@ -17,7 +17,7 @@ from typing import Optional
 
 from bench.complexity import ITEMSIZE
 from bench.families import spec_for
-from bench.gpu_profiles import get_profile
+from bench.memory.profiles import get_profile
 from vittt.registry import ModelConfig
 
 MiB = 2**20

@@ -9,7 +9,7 @@ in the real run (so lifetimes follow this interpreter's reference counting). Whe
 would allocate differently from the real one, the recorder steps in:
 - composite ops (linear, layer_norm, matmul, ...) arrive whole under inference_mode: their C++
   composite runs through the recorder, so their temporaries show;
-- ops whose kernel the target device picks differently follow `bench.memrules`; on the CPU, a
+- ops whose kernel the target device picks differently follow `bench.memory.rules`; on the CPU, a
   pointwise op's floating inputs of another dtype are cast into temporaries first (TensorIterator);
 - custom ops allocate what their declared memory model says (kernels._memory), per backend;
 - ops issued inside the handler skip the view-tracking key, so a view of a tensor that requires

@@ -1,13 +1,13 @@
 """Predicted peak memory of a forward pass as the sweep measures it, computed on any machine.
 
 `predict_peak(model, img_size, batch, dtype, gpu)` replays the sweep's GPU memory measurement
-(bench.measure) through a model of the CUDA caching allocator (bench.allocator): the weights copied
+(bench.measure) through a model of the CUDA caching allocator (bench.memory.allocator): the weights copied
 to the device in `model.to` order, the input batch, the timing pass's forwards (`warmup`; the first
 one takes the cuBLAS workspace at its first matmul), `reset_peak_memory_stats`, then the memory
 pass (`repeats` forwards, one in the sweep), all under inference_mode (and autocast to fp16/bf16
 with fp32 weights). The forward's allocations come from
-a trace on fake tensors (bench.memtrace) with the target device's dispatch choices
-(bench.memrules) and the custom ops' declared memory models, under the fast backend a GPU runs.
+a trace on fake tensors (bench.memory.trace) with the target device's dispatch choices
+(bench.memory.rules) and the custom ops' declared memory models, under the fast backend a GPU runs.
 
 Results: predicted `max_memory_allocated` (exact to the allocator's block sizes, given the trace),
 the peak of requested bytes, an estimate of `max_memory_reserved`, whether it fits the profile's
@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Callable, Optional, Union
 import torch
 from torch import nn
 
-from bench import memrules
-from bench.allocator import CachingAllocator, ExactAllocator, OutOfMemory
-from bench.gpu_profiles import GpuProfile, get_profile, profile_name
-from bench.gpu_profiles import get_profile as profile
-from bench.memtrace import Alloc, Trace, TraceError, trace_forward
+from bench.memory import rules as memrules
+from bench.memory.allocator import CachingAllocator, ExactAllocator, OutOfMemory
+from bench.memory.profiles import GpuProfile, get_profile, profile_name
+from bench.memory.profiles import get_profile as profile
+from bench.memory.trace import Alloc, Trace, TraceError, trace_forward
 from kernels import _memory
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ def _composition(at_peak: list[tuple[Optional[Alloc], int]], workspace: int) -> 
 
 def trace_model(model: ModelSpec, img_size: int, batch: int, dtype: Union[str, torch.dtype] = "fp32",
                 device_type: str = "cuda", backends: Optional[dict[str, str]] = None) -> Trace:
-    """The forward's allocation trace on `device_type` (see bench.memtrace)."""
+    """The forward's allocation trace on `device_type` (see bench.memory.trace)."""
     factory, label = model_factory(model, img_size)
     torch_dtype, _ = parse_dtype(dtype)
     if batch < 1:
@@ -264,7 +264,7 @@ def predict_fields(model: ModelSpec, resolution: int, batch: int, dtype: str = "
     """A sweep row's prediction columns (MiB; `pred_fits` 1 or 0), the closed-form peak
     (`mem_analytic_mib`, empty without one) and a note saying what was assumed. Raises with a
     one-line message when the point cannot be predicted (the sweep's error row)."""
-    from bench.memory_analytic import mem_analytic_mib
+    from bench.memory.analytic import mem_analytic_mib
     from bench.models import parse
 
     model = parse(model) if isinstance(model, str) else model

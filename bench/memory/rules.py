@@ -1,5 +1,5 @@
 """How the real build allocates in the ops where a fake-tensor trace on this build would not:
-rules the tracer (bench.memtrace) applies in place of those ops, per device type.
+rules the tracer (bench.memory.trace) applies in place of those ops, per device type.
 
 Each rule allocates what the device's kernel allocates (outputs with the layout it produces,
 temporaries it makes and frees) and returns what the op returns. Why each one is needed:
@@ -16,7 +16,7 @@ temporaries it makes and frees) and returns what the op returns. Why each one is
 - `rms_norm` / `_fused_rms_norm` (CUDA): one fused kernel (output and a float32 rstd) on CUDA,
   a chain of elementwise temporaries on the CPU build.
 What is not modelled: cuDNN convolution workspaces (taken as zero), cuBLAS/cublasLt per-call
-workspaces beyond the handle's (see bench.gpu_profiles), allocations of kernels not listed here
+workspaces beyond the handle's (see bench.memory.profiles), allocations of kernels not listed here
 that differ between builds.
 """
 from __future__ import annotations
