@@ -325,7 +325,8 @@ def _print_skipped(points) -> None:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from bench import budget, report, sweep
+    from bench import budget, sweep
+    from bench.report import page as report
 
     p = plan(args)
     first = p.points[0]
@@ -379,7 +380,7 @@ def list_models_command() -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from bench import report
+    from bench.report import page as report
 
     if not args.csv.is_file():
         raise UsageError(f"report: {shown(args.csv)} is not a file (give a results CSV, e.g. results/<run>.csv)")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, csvio, models, plots
+from bench import cli, csvio, models
+from bench.report import plots
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ drawn with a style of its own, nothing left as an empty axis, memory labelled fo
 import pandas as pd
 import pytest
 
-from bench import plots
+from bench.report import plots
 from bench.schema import COLUMNS
 
 RESOLUTIONS = (224, 512, 1024)

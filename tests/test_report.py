@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import claims, csvio, report, verdicts
+from bench import csvio
+from bench.report import claims, verdicts
+from bench.report import page as report
 
 RES = (224, 384, 512, 640, 768, 1024, 1280, 1536, 2048)
 DIM = {"t": 192, "s": 384, "b": 768}
@@ -210,4 +212,4 @@ def test_the_claims_doc_is_generated_from_the_claims():
     from pathlib import Path
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "claims.md"
-    assert doc.read_text() == claims.markdown(), "run: python -m bench.claims > docs/claims.md"
+    assert doc.read_text() == claims.markdown(), "run: python -m bench.report.claims > docs/claims.md"

@@ -22,7 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench import families, verdicts
+from bench import families
+from bench.report import verdicts
 from bench.families import Style
 from vittt.registry import SIZES
 

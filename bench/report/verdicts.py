@@ -1,4 +1,4 @@
-"""Judging claims (bench/claims.py) against a results frame: one verdict per claim, with the
+"""Judging claims (bench/report/claims.py) against a results frame: one verdict per claim, with the
 measured number and the basis it was judged on.
 
 - FLOP claims hold on any device: counts are per image, on the meta device.
@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from bench.claims import LINEAR_EXP, QUADRATIC_EXP, TAIL, Claim, ClaimsTable
+from bench.report.claims import LINEAR_EXP, QUADRATIC_EXP, TAIL, Claim, ClaimsTable
 from bench.point import REFERENCE_BACKENDS
 
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURED = "reproduced", "not reproduced", "not measured"

@@ -1,6 +1,6 @@
 """The report of a results CSV: the Fig. 6 reproduction, the FLOPs plot, and a markdown page with
-every claims table of bench/claims.py judged (bench/verdicts.py), where the speed curves cross, and
-every measured point. It renders; what is claimed and how it is judged live in those modules.
+every claims table of `claims` judged (`verdicts`), where the speed curves cross, and every
+measured point. It renders; what is claimed and how it is judged live in those modules.
 """
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Optional
 
 import pandas as pd
 
-from bench import claims, csvio, verdicts
-from bench.claims import ClaimsTable
+from bench import csvio
+from bench.report import claims, verdicts
+from bench.report.claims import ClaimsTable
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -128,7 +129,7 @@ def render_markdown(df: pd.DataFrame, name: str, source: Path, figures: dict[str
 def write_report(csv_path: str | Path, reports_dir: str | Path | None = None, measured: Optional[int] = None) -> dict[str, Path]:
     """Write `<run>-fig6.png`, `<run>-flops.png` and `<run>.md` (run = the CSV's stem) into
     `reports_dir` (default: a `reports/` folder beside the CSV's folder). Returns the paths written."""
-    from bench import plots
+    from bench.report import plots
 
     csv_path = Path(csv_path)
     reports = Path(reports_dir) if reports_dir is not None else csv_path.absolute().parent.parent / "reports"
