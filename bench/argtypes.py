@@ -56,14 +56,14 @@ def seconds(positive: bool) -> Callable[[str], float]:
     return parse
 
 
-def fraction(text: str) -> float:
-    """0.1 or 10%, above 0."""
+def fraction_below_one(text: str) -> float:
+    """0.1 or 10%: above 0 and below 1."""
     try:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a fraction (e.g. 0.1 or 10%)")
-    if not 0 < value < 10:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed (a fraction above 0, e.g. 0.1 or 10%)")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed (a fraction above 0 and below 1, e.g. 0.1 or 10%)")
     return value
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import re
@@ -87,7 +88,7 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     how.add_argument("--min-time", type=argtypes.seconds(False), metavar="S", help="timed forwards last at least this long (default: 2 GPU, 3 CPU)")
     how.add_argument("--repeats", type=argtypes.int_at_least(1), metavar="N", help="fewest timed forwards (default: 10 GPU, 3 CPU)")
     how.add_argument("--max-repeats", type=argtypes.int_at_least(1), metavar="N", help="most timed forwards (default: 1000 GPU, 100 CPU)")
-    how.add_argument("--noise-threshold", type=argtypes.fraction, default=timing.NOISY, metavar="F",
+    how.add_argument("--noise-threshold", type=argtypes.fraction_below_one, default=timing.NOISY, metavar="F",
                      help=f"flag a point noisy when its fps interquartile range exceeds this fraction of the median (default {timing.NOISY:g})")
     how.add_argument("--speed-max-res", type=argtypes.int_at_least(1), metavar="PX",
                      help=f"measure fps/memory only up to this resolution, count FLOPs beyond (default: none on a GPU, {DEFAULTS['cpu']['speed_max_res']} on the CPU)")
@@ -118,7 +119,8 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     sub = parser.add_subparsers(dest="command", metavar="{report,compare}")
     report = sub.add_parser("report", help="report CSV: the figures and markdown report of a results CSV (measures nothing)")
     report.add_argument("csv", type=Path, help="results CSV, e.g. results/<run>.csv")
-    report.add_argument("--reports", dest="report_dir", metavar="DIR", help="reports folder (default: reports/ beside the CSV's folder)")
+    report.add_argument("--reports", dest="report_dir", metavar="DIR",
+                        help="reports folder (default: results/X/run.csv -> reports/X/, else reports/ beside the CSV's folder)")
     compare = sub.add_parser("compare", help="compare BASE CUR: regression check of CUR against BASE (exit 1 on a regression)")
     from bench import compare as compare_module  # lazily: only when the parser is built
 
@@ -251,8 +253,11 @@ def plan(args: argparse.Namespace) -> Plan:
         raise UsageError(str(exc))
     if device == "cpu" and args.dtype == "fp16":
         raise UsageError("--dtype fp16 is not supported on the CPU (allowed there: fp32, bf16)")
-    if device == "cpu" and (args.cuda_graphs or args.lock_clocks):
-        raise UsageError(f"{'--cuda-graphs' if args.cuda_graphs else '--lock-clocks'} needs --device cuda")
+    if device == "cpu" and (args.cuda_graphs or args.lock_clocks or args.gpus):
+        flag = "--cuda-graphs" if args.cuda_graphs else "--lock-clocks" if args.lock_clocks else "--gpus"
+        raise UsageError(f"{flag} needs --device cuda (this run is on the cpu)")
+    if args.gpus and max(map(int, args.gpus)) >= env.gpu_count():
+        raise UsageError(f"--gpus {','.join(args.gpus)}: this machine has {env.gpu_count()} GPU(s) (indices 0-{env.gpu_count() - 1})")
     refs = _models(args)
     metrics = _metrics(args)
     d = DEFAULTS[device]
@@ -293,15 +298,15 @@ def plan(args: argparse.Namespace) -> Plan:
     except ValueError as exc:
         if args.run:
             raise UsageError(str(exc))
-        conflicts = [(None, str(exc))]
+        conflicts = [("", str(exc))]
     if conflicts:
-        p, diff = conflicts[0]
-        what = f"{p.label} measured in another setting ({diff})" if p else diff
+        what, diff = conflicts[0]
+        held = f"{what} measured in another setting ({diff})" if what else diff
         if args.run:
-            raise UsageError(f"{shown(csv_path)} holds {what}: give another --run, or move the file")
-        identity = json.dumps([q.identity() for q in points], sort_keys=True)
-        alt = out / f"{run}-{hashlib.sha1(identity.encode()).hexdigest()[:6]}.csv"
-        print(f"{shown(csv_path)} holds {what}: this run goes to {shown(alt)}")
+            raise UsageError(f"{shown(csv_path)} holds {held}: give another --run, or move the file")
+        setting = json.dumps(points[0].setting.columns(), sort_keys=True, default=str)  # the run's, not its points'
+        alt = out / f"{run}-{hashlib.sha1(setting.encode()).hexdigest()[:6]}.csv"
+        print(f"{shown(csv_path)} holds {held}: this run goes to {shown(alt)}")
         csv_path = alt
     isolate = args.isolate if args.isolate is not None else device == "cuda"
     isolate = isolate or args.timeout is not None
@@ -325,7 +330,7 @@ def _print_skipped(points) -> None:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from bench import budget, sweep
+    from bench import budget, csvio, sweep
     from bench.report import page as report
 
     p = plan(args)
@@ -359,6 +364,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     measured = sum(n for k, n in counts.items() if k != "resumed")
     statuses = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if k != "resumed" and n)
     print(f"measured {measured} points in {time.perf_counter() - start:.0f} s ({statuses or 'none new'})")
+    if not csvio.read_rows(p.csv_path):
+        print(f"no rows in {shown(p.csv_path)} yet: nothing to report")
+        return EXIT_OK
     print(f"results: {shown(p.csv_path)}")
     for path in report.write_report(p.csv_path, p.reports, measured=measured).values():
         print(f"report:  {shown(path)}")
@@ -402,7 +410,28 @@ def _crash(exc: BaseException) -> int:
     return EXIT_FAILED_POINTS
 
 
+class _DropWhenReaderGone(io.TextIOWrapper):
+    """stdout that, once its reader has gone (`run_bench.py ... | head`), drops what is printed
+    instead of failing the run: the sweep's rows and report are worth more than its log."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.fileno())  # later writes and the final flush go nowhere
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.fileno())
+
+
 def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
+    if sys.stdout is sys.__stdout__ and isinstance(sys.stdout, io.TextIOWrapper):  # the process's own stdout, once
+        sys.stdout.flush()
+        sys.stdout = _DropWhenReaderGone(sys.stdout.detach(), encoding=sys.stdout.encoding, line_buffering=True)
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:

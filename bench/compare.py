@@ -130,6 +130,8 @@ def compare_frames(
             raise ValueError(f"tolerance for {name} must be >= 0, got {value}")
     tol = {m: tolerances.get(m, default_tol) for m in TOLERANT}
     base_rows, cur_rows = _index(base, "baseline"), _index(cur, "current")
+    if not base_rows:
+        raise ValueError("the baseline has no rows: a gate over nothing would pass anything")
     notes = _env_notes(base, cur) + _unknown_notes(base, "baseline") + _unknown_notes(cur, "current")
 
     findings: list[Finding] = []
@@ -141,6 +143,7 @@ def compare_frames(
         else:
             findings += _compare_point(point, b, c, tol, spread_k, allow_missing, devices)
     findings += [Finding(p, "point", "absent", "present", "new") for p in cur_rows if p not in base_rows]
+    findings.sort(key=lambda f: _order(f.point))
     if devices and not across_devices:
         b, c = sorted(devices)[0]
         raise DeviceMismatch(f"the files were measured on different devices ({b} -> {c}); compare them with --across-devices "
@@ -164,7 +167,8 @@ def _compare_point(point, b: dict, c: dict, tol: dict, spread_k: float, allow_mi
     """Counts are compared whatever the status; measurements only when both runs are ok and were
     measured alike."""
     sb, sc = _status(b), _status(c)
-    predicted_alike = not _setting_diff(b, c, ("pred_gpu",))
+    both_predicted = all(any(_number(r.get(m)) is not None for m in PREDICTED) for r in (b, c))
+    predicted_alike = not (both_predicted and _setting_diff(b, c, ("pred_gpu",)))
     out = [f for m in EXACT if (m not in PREDICTED or predicted_alike)
            and (f := _compare_metric(point, m, b, c, None, spread_k, allow_missing))]
     if not predicted_alike:
@@ -232,6 +236,15 @@ def _index(df: pd.DataFrame, which: str) -> dict[tuple[str, ...], dict]:
             raise ValueError(f"{which} has more than one row for {_label(point)} {_context(point)}")
         rows[point] = row
     return rows
+
+
+def _order(point: tuple[str, ...]) -> tuple:
+    """Findings in order of model, then resolution as a number, then the rest of the key."""
+    try:
+        resolution = float(point[1])
+    except ValueError:
+        resolution = math.inf
+    return point[0], resolution, point[2:]
 
 
 def _text(v) -> str:

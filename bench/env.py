@@ -103,6 +103,17 @@ def gpu_facts(cuda_index: int = 0) -> dict[str, str]:
         return {"name": "", "driver": ""}
 
 
+def gpu_count() -> int:
+    """GPUs NVML sees (0 without a driver); no CUDA context is created."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return int(pynvml.nvmlDeviceGetCount())
+    except Exception:
+        return 0
+
+
 def device_name(device: str) -> str:
     """The model of the device a run measures on: the GPU's name, or the CPU's."""
     if device == "cuda":

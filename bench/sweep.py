@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 from bench import csvio, env
 from bench.errors import is_oom, is_sticky_cuda_error
 from bench.point import Point
-from bench.schema import RESULTS
+from bench.schema import RESULTS, SETTING
+
+RUN_SETTING = tuple(c for c in SETTING if c != "backend")  # a run's setting: all but the per-model backend
 
 if TYPE_CHECKING:
     from bench.budget import Budget
@@ -171,26 +173,41 @@ class Resume:
     todo: list[Point]
     done: list[Point]
     replace: dict[csvio.Key, list[int]] = field(default_factory=dict)  # point -> indexes of the rows its new result replaces
-    conflicts: list[tuple[Point, str]] = field(default_factory=list)  # (point, "threads: 1 -> 2, ...")
+    conflicts: list[tuple[str, str]] = field(default_factory=list)  # (a row's label, "threads 1 -> 2, ...")
+
+
+def _label(row: dict) -> str:
+    model, res, batch, dtype, device = csvio.key_of(row)
+    return f"{model}@{res} b{batch} {dtype} {device}"
+
+
+def _diff(theirs: dict, mine: dict, columns) -> str:
+    return ", ".join(f"{c} {theirs[c] or '-'} -> {mine[c] or '-'}" for c in columns if theirs[c] != mine[c])
 
 
 def plan_resume(points: Iterable[Point], csv_path: str | Path) -> Resume:
     """Sort the points into done (a row of the same key and setting with a result and at least the
-    point's metrics), to do (replacing error/timeout rows and rows that measured less), and
-    conflicts (a row of the same key measured in another setting)."""
+    point's metrics) and to do (replacing error/timeout rows and rows that measured less); and list
+    the conflicts: a file holds one run's setting, so a row of any point measured in another setting
+    (threads, timing, versions, ...; or, for the same point, another kernel backend) is a conflict."""
+    points = list({p.key: p for p in points}.values())
     rows = csvio.read_rows(csv_path)
+    out = Resume([], [])
+    if points:
+        run = points[0].identity()
+        for r in rows:
+            diff = _diff(csvio.setting_of(r), run, RUN_SETTING)
+            if diff:
+                out.conflicts.append((_label(r), diff))
     by_key: dict[csvio.Key, list[int]] = {}
     for i, r in enumerate(rows):
         by_key.setdefault(csvio.key_of(r), []).append(i)
-    out = Resume([], [])
-    for p in {p.key: p for p in points}.values():
+    for p in points:
         mine = p.identity()
         same = [i for i in by_key.get(p.key, []) if csvio.setting_of(rows[i]) == mine]
         other = [i for i in by_key.get(p.key, []) if i not in same]
         if other:
-            theirs = csvio.setting_of(rows[other[0]])
-            diff = ", ".join(f"{c} {theirs[c] or '-'} -> {mine[c] or '-'}" for c in mine if theirs[c] != mine[c])
-            out.conflicts.append((p, diff))
+            out.conflicts.append((p.label, _diff(csvio.setting_of(rows[other[0]]), mine, SETTING)))
         elif any(rows[i]["status"] in RESULTS and csvio.metrics_of(rows[i]) >= set(p.metrics) for i in same):
             out.done.append(p)
         else:
@@ -293,8 +310,8 @@ def run_sweep(
     points = list(points)
     plan = plan_resume(points, csv_path)
     if plan.conflicts:
-        point, diff = plan.conflicts[0]
-        raise ValueError(f"{csv_path} holds {point.label} measured in another setting ({diff})")
+        what, diff = plan.conflicts[0]
+        raise ValueError(f"{csv_path} holds {what} measured in another setting ({diff})")
     counts = Counter(resumed=len(plan.done))
     todo = plan.todo
     runner = runner or _local_runner(isolate, timeout, workers, budget)

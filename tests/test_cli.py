@@ -31,11 +31,13 @@ BAD_INPUTS = {
     "fp16 on the CPU": (["--device", "cpu", "--dtype", "fp16"], "fp16"),
     "fp16 flops-only on the CPU": (["--device", "cpu", "--dtype", "fp16", "--metrics", "flops"], "fp16"),
     "cuda graphs on the CPU": (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs needs --device cuda"),
+    "gpus on the CPU": (["--device", "cpu", "--gpus", "0"], "--gpus needs --device cuda"),
     "zero timeout": (["--timeout", "0"], "--timeout"),
     "negative budget": (["--budget", "-1"], "--budget"),
     "repeats above max": (["--repeats", "5", "--max-repeats", "2"], "more than --max-repeats"),
     "preset and models": (["--preset", "fig6", "--models", "deit_t"], "not both"),
     "noise threshold 0": (["--noise-threshold", "0"], "--noise-threshold"),
+    "noise threshold 2": (["--noise-threshold", "2"], "below 1"),
 }
 
 
@@ -122,6 +124,10 @@ def test_tiny_real_cpu_run_then_resume_and_another_setting(tmp_path, capsys):
     others = sorted((tmp_path / "results").glob("cpu-deit_t-*.csv"))
     assert len(others) == 1 and csvio.read_rows(others[0])[0]["threads"] == "2"
     assert len(csvio.read_rows(csv_path)) == 1
+    # another setting at a resolution the first file lacks goes to that same file of its own
+    assert cli.main(_args(tmp_path, ["--models", "deit_t", "--resolutions", "256", *FAST, "--threads", "2"])) == 0
+    assert "this run goes to" in capsys.readouterr().out
+    assert sorted(r["resolution"] for r in csvio.read_rows(others[0])) == ["224", "256"]
     # ... and with an explicit --run it is refused, naming the difference
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv + ["--threads", "2", "--run", "cpu-deit_t"])

@@ -289,3 +289,18 @@ def test_an_activation_kept_alive_fails_the_memory_gate_naming_the_model(tmp_pat
     status, out = _gate(tmp_path, [baseline[0]], [cur], capsys=capsys)
     assert status == 1
     assert "REGRESSION deit_t @ 224: pred_peak_mem_mib" in out and "(+" in out
+
+
+def test_a_gate_over_an_empty_baseline_is_refused(tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_text(",".join(COLUMNS) + "\n")
+    cur = _csv(tmp_path / "cur.csv", [_point()])
+    assert compare.main([str(empty), str(cur)]) == 2
+    assert "baseline has no rows" in capsys.readouterr().err
+
+
+def test_predictions_only_in_the_current_run_are_new_not_a_setting_change(tmp_path, capsys):
+    """A counts-only baseline against a run that also predicted memory: no pred_gpu conflict."""
+    counts = dict(fps=None, fps_iqr=None, peak_mem_mib=None, reserved_mem_mib=None, nvml_used_mib=None)
+    status, out = _gate(tmp_path, [_point(**counts)], [_point(**counts, pred_gpu="h100", pred_peak_mem_mib=100.0)], capsys=capsys)
+    assert status == 0, out

@@ -79,7 +79,7 @@ def test_cpu_memory_panel_is_process_rss_from_zero_and_unmeasured_points_are_mar
     fps = fig.axes[1]
     assert any("not measured" in t.get_text() and "1024 px" in t.get_text() for t in fps.texts)  # the shaded range says why
     labels = {t.get_text() for t in fig.legends[0].get_texts()}
-    assert any(label.startswith("hollow at bottom: not measured") for label in labels)
+    assert any(label.startswith("hollow on the axis: not measured") for label in labels)
 
 
 def test_predicted_memory_is_drawn_dotted_with_the_profile_and_what_does_not_fit():

@@ -213,3 +213,12 @@ def test_the_claims_doc_is_generated_from_the_claims():
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "claims.md"
     assert doc.read_text() == claims.markdown(), "run: python -m bench.report.claims > docs/claims.md"
+
+
+def test_reports_go_to_the_mirror_of_the_results_folder(tmp_path):
+    from pathlib import Path
+
+    assert report.default_reports_dir(tmp_path / "results" / "published" / "x.csv") == tmp_path / "reports" / "published"
+    assert report.default_reports_dir(tmp_path / "results" / "x.csv") == tmp_path / "reports"
+    assert report.default_reports_dir(tmp_path / "elsewhere" / "x.csv") == tmp_path / "reports"
+    assert report.default_reports_dir(Path("x.csv")) == Path.cwd().parent / "reports"

@@ -125,10 +125,19 @@ def test_resume_reuses_only_rows_of_the_same_setting(tmp_path):
                            (setting(policy=timing.TimingPolicy(0.0, 0.0, 5, 5)), "min_repeats 1 -> 5"),
                            (setting(device_name="Other CPU"), "device_name Test CPU -> Other CPU")):
         plan = sweep.plan_resume(_points("a", "b", s=changed), out)
-        assert not plan.done and len(plan.conflicts) == 2 and named in plan.conflicts[0][1]
+        assert not plan.done and plan.conflicts and named in plan.conflicts[0][1]
         with pytest.raises(ValueError, match="another setting"):
             sweep.run_sweep(_points("a", s=changed), out, measure=measure_all_ok, progress=False)
     assert len(_rows(out)) == 2
+
+
+def test_a_file_holds_one_setting_even_for_points_it_does_not_have(tmp_path):
+    """Another thread count at a resolution the file lacks is still another run: a conflict."""
+    out = tmp_path / "r.csv"
+    sweep.run_sweep(_points("a", resolution=224), out, measure=measure_all_ok, progress=False)
+    plan = sweep.plan_resume(_points("a", resolution=768, s=setting(threads=2)), out)
+    assert plan.conflicts == [("a@224 b1 fp32 cpu", "threads 1 -> 2")]
+    assert not sweep.plan_resume(_points("a", resolution=768), out).conflicts  # the same setting: fine
 
 
 def test_a_point_asking_for_more_metrics_is_measured_again_and_replaces_its_row(tmp_path):

@@ -28,6 +28,7 @@ class Style:
     color: str
     marker: str
     linestyle: str = "-"
+    linewidth: float = 1.6  # a variant drawn over its family's line (same FLOPs) is thinner, so both show
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,6 @@ SPEC = FamilySpec(
     flop_terms=flop_terms,
     memory_terms=memory_terms,
     in_paper_figure=True,
-    variants={"sdpa": Style("DeiT-SDPA", "#17becf", "D", "--")},
+    variants={"sdpa": Style("DeiT-SDPA", "#17becf", "D", "--", linewidth=1.0)},
     preset_variants=("sdpa",),
 )

@@ -90,9 +90,9 @@ def _points_table(df: pd.DataFrame) -> str:
         measured = r["peak_mem_mib"] if pd.notna(r["peak_mem_mib"]) else r["rss_peak_mib"]
         mem_text = _fmt(measured, ".0f") + (" (RSS)" if pd.isna(r["peak_mem_mib"]) and pd.notna(measured) else "")
         rows.append([r["model"], int(r["resolution"]), f"{r['device']} b{int(r['batch_size'])} {r['dtype']}", r["backend"] or "",
-                     _fmt(r["params"], ".2f", 1e6), _fmt(r["flops"], ".2f", 1e9), _fmt(r["fps"], ".3g"), _fmt(r["fps_iqr"], ".2f"),
+                     _fmt(r["params"], ".2f", 1e6), _fmt(r["flops"], ".2f", 1e9), _fmt(r["fps"], ".3g"), _fmt(r["fps_iqr"], ".0%"),
                      mem_text, _fmt(r["pred_peak_mem_mib"], ".0f"), r["status"], r["note"] or ""])
-    header = ["model", "res", "setting", "backend", "params (M)", "GFLOPs", "FPS", "IQR", "memory (MiB)", "predicted (MiB)",
+    header = ["model", "res", "setting", "backend", "params (M)", "GFLOPs", "FPS", "IQR / FPS", "memory (MiB)", "predicted (MiB)",
               "status", "note"]
     return _md_table(header, rows)
 
@@ -126,13 +126,23 @@ def render_markdown(df: pd.DataFrame, name: str, source: Path, figures: dict[str
     return "\n".join(lines)
 
 
+def default_reports_dir(csv_path: Path) -> Path:
+    """Where a CSV's report goes: the `reports/` mirror of its place under a `results/` folder
+    (results/published/x.csv -> reports/published/), else a `reports/` folder beside its folder."""
+    folder = csv_path.absolute().parent
+    for results in (folder, *folder.parents):
+        if results.name == "results":
+            return results.parent / "reports" / folder.relative_to(results)
+    return folder.parent / "reports"
+
+
 def write_report(csv_path: str | Path, reports_dir: str | Path | None = None, measured: Optional[int] = None) -> dict[str, Path]:
     """Write `<run>-fig6.png`, `<run>-flops.png` and `<run>.md` (run = the CSV's stem) into
-    `reports_dir` (default: a `reports/` folder beside the CSV's folder). Returns the paths written."""
+    `reports_dir` (default: `default_reports_dir`). Returns the paths written."""
     from bench.report import plots
 
     csv_path = Path(csv_path)
-    reports = Path(reports_dir) if reports_dir is not None else csv_path.absolute().parent.parent / "reports"
+    reports = Path(reports_dir) if reports_dir is not None else default_reports_dir(csv_path)
     df = csvio.read_frame(csv_path)
     if df.empty:
         raise ValueError(f"{csv_path} has no rows")

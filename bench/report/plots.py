@@ -84,17 +84,20 @@ def _tokens_label(n: float) -> str:
 
 
 def _log_y(ax: Axes) -> None:
-    """Log y axis labelled in plain numbers at 1-2-5 steps (a range under a decade still has labels)."""
+    """Log y axis labelled in plain numbers at 1-2-5 steps; a range too narrow for two of those
+    (56 to 128, say) gets labelled minor ticks at 1.5, 3, 4 and 7 too."""
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.yaxis.set_minor_locator(ticker.LogLocator(subs=(1.5, 3.0, 4.0, 7.0)))
+    narrow = lambda: ax.get_ylim()[1] < 4 * ax.get_ylim()[0]  # noqa: E731
+    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}" if narrow() else ""))
 
 
 def _resolution_axis(ax: Axes, rows: pd.DataFrame) -> None:
     """x = resolution (log2 spaced, ticks at the swept ones, a label where it has room); token counts
     as a second line."""
-    ticks = rows.drop_duplicates("resolution").sort_values("resolution")
+    ticks = rows.groupby("resolution", as_index=False)["tokens"].max()  # a model without a token count has NaN
     labels, last = [], None
     for r, n in zip(ticks["resolution"], ticks["tokens"]):
         room = last is None or math.log2(r / last) > 0.15  # 1248 beside 1280 would overprint it
@@ -157,8 +160,9 @@ def flops_figure(df: pd.DataFrame) -> Figure:
                 s = look[model]
                 points = line.groupby("resolution")[["flops", "flops_analytic"]].first()
                 analytic = points["flops_analytic"].dropna()
-                ax.plot(analytic.index, analytic.values * 1e-9, color=s.color, linestyle=s.linestyle)
-                ax.plot(points.index, points["flops"].values * 1e-9, color=s.color, marker=s.marker, linestyle="none", label=s.label)
+                ax.plot(analytic.index, analytic.values * 1e-9, color=s.color, linestyle=s.linestyle, linewidth=s.linewidth)
+                ax.plot(points.index, points["flops"].values * 1e-9, color=s.color, marker=s.marker, linestyle="none", label=s.label,
+                        markersize=5 if s.linewidth >= 1.6 else 3.5)
             _log_y(ax)
             ax.set_title(title)
             ax.set_ylabel("FLOPs per image (G)")
@@ -207,7 +211,8 @@ class _Panel:
         if values.empty:
             return
         s = self.look[model]
-        style = dict(color=s.color, marker=s.marker, linestyle=PREDICTED_LINESTYLE if predicted else s.linestyle)
+        style = dict(color=s.color, marker=s.marker, linestyle=PREDICTED_LINESTYLE if predicted else s.linestyle,
+                     linewidth=s.linewidth, markersize=5 if s.linewidth >= 1.6 else 3.5)
         if predicted:
             style.update(markerfacecolor="none", label=s.label)
             self.predicted[model] = values
@@ -233,7 +238,7 @@ class _Panel:
                 ax.plot(oom, [0.97] * len(oom), color=s.color, transform=ax.get_xaxis_transform(), clip_on=False, **OOM_MARKER)
                 any_oom = True
             if missing and (self.values or self.predicted):  # an empty panel says "not measured" as a whole
-                ax.plot(missing, [0.03] * len(missing), color=s.color, marker=s.marker, transform=ax.get_xaxis_transform(),
+                ax.plot(missing, [0.0] * len(missing), color=s.color, marker=s.marker, transform=ax.get_xaxis_transform(),
                         clip_on=False, **UNMEASURED_MARKER)
                 any_missing = True
         measured_res = {r for v in self.values.values() for r in v.index}
@@ -268,10 +273,10 @@ def efficiency_grid(df: pd.DataFrame) -> Figure:
     with matplotlib.rc_context(RC):
         group, mem_column = _pick(df)
         rows_all = group.rows if group is not None else df
-        batch = group.batch_size if group is not None else None
         pred = df.dropna(subset=["pred_peak_mem_mib"])
-        if batch is not None:
-            pred = pred[(pred["batch_size"] == batch) & (pred["dtype"] == group.dtype)]
+        shown = group or next(iter(verdicts.groups(df, "pred_peak_mem_mib")), None)  # one batch and dtype, as measured
+        if shown is not None:
+            pred = pred[(pred["batch_size"] == shown.batch_size) & (pred["dtype"] == shown.dtype)]
         profiles = sorted(set(pred["pred_gpu"].dropna()))
         layout = _rows_of_figure(df)
         look = styles(sorted(df["model"].unique()))
@@ -314,7 +319,7 @@ def efficiency_grid(df: pd.DataFrame) -> Figure:
         if "oom" in flags:
             extra.append(Line2D([], [], color="0.4", label="x: out of memory", **OOM_MARKER))
         if "missing" in flags:
-            extra.append(Line2D([], [], color="0.4", marker="o", label="hollow at bottom: not measured (see the row's note)", **UNMEASURED_MARKER))
+            extra.append(Line2D([], [], color="0.4", marker="o", label="hollow on the axis: not measured (see the row's note)", **UNMEASURED_MARKER))
         if not pred.empty:
             extra.append(Line2D([], [], color="0.4", marker="o", markerfacecolor="none", linestyle=PREDICTED_LINESTYLE,
                                 label=f"dotted: predicted GPU memory ({', '.join(profiles)} profile), a prediction"))

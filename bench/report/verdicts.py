@@ -100,6 +100,11 @@ def _range(values: list[float], fmt: str) -> str:
     return lo if lo == hi else f"{lo} to {hi}"
 
 
+def _span(resolutions: list) -> str:
+    """'224-1280 px', or '224 px' for one resolution."""
+    return f"{resolutions[0]} px" if resolutions[0] == resolutions[-1] else f"{resolutions[0]}-{resolutions[-1]} px"
+
+
 def power_law_exponent(tokens: np.ndarray, values: np.ndarray) -> float:
     """Slope of log(value) against log(tokens), least squares."""
     return float(np.polyfit(np.log(tokens), np.log(values), 1)[0])
@@ -156,7 +161,7 @@ def judge_beats(g: Group, claim: Claim, column: str) -> tuple[str, str]:
         else:
             ok &= all(better(va[r], vb[r]) for r in common) and not a_oom
             text = f"{a}/{b} {_range(ratios, '.2f')}x" if ratios else f"{a}/{b}:"
-        text += f" at {len(common)} resolutions ({common[0]}-{common[-1]} px)" if common else ""
+        text += f" at {len(common)} resolutions ({_span(common)})" if common else ""
         text += f"; {b} OOM at {b_oom}" if b_oom else ""
         text += f"; {a} OOM at {a_oom}" if a_oom else ""
         parts.append(text)
@@ -228,10 +233,14 @@ def judge_claim(df: pd.DataFrame, table: ClaimsTable, claim: Claim) -> Verdict:
             unfit = g.rows[g.rows["model"].isin(_models(claim)) & (g.rows["pred_fits"] == 0)]
             if claim.resolution is not None:
                 unfit = unfit[unfit["resolution"] == claim.resolution]
-            if len(unfit):
-                measured += "; predicted not to fit the profile: " + ", ".join(f"{m}@{int(r)}" for m, r in zip(unfit["model"], unfit["resolution"]))
             label = f"predicted ({profile} profile), batch {g.batch_size}, {g.dtype}"
             shown = f"predicted ({profile} profile): {verdict}" if verdict in (REPRODUCED, NOT_REPRODUCED) else verdict
+            where = ", ".join(f"{m}@{int(r)}" for m, r in zip(unfit["model"], unfit["resolution"]))
+            if where and claim.resolution is not None and verdict in (REPRODUCED, NOT_REPRODUCED):
+                # the ratio rests on a point this GPU could not have measured
+                shown = f"predicted ({profile} profile): inconclusive ({where} would not fit this GPU)"
+            elif where:
+                measured += f"; predicted not to fit the profile: {where}"
             return Verdict(claim, measured, label, shown)
     batch = f"batch {table.batch}" if table.batch else "a GPU"
     found = found or (groups(df, "rss_peak_mib") if claim.metric == "memory" else [])
@@ -302,7 +311,7 @@ def crossovers(df: pd.DataFrame, pairs: list[tuple[str, str]]) -> list[Crossover
                 text = f"at ~{at:.0f} px ({model} {before} below it; interpolated between measured resolutions)"
             elif common:
                 faster = "faster" if a[common[0]] > b[common[0]] else "slower"
-                text = f"no crossing in the measured range ({model} {faster} at every common resolution, {common[0]}-{common[-1]} px)"
+                text = f"no crossing in the measured range ({model} {faster} at every common resolution, {_span(common)})"
             else:
                 text = "no crossing in the measured range (no common resolution)"
             oom = [r for r in g.oom(baseline) if r in a.index]
