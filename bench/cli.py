@@ -33,7 +33,7 @@ DEFAULTS = {
     "cuda": {"batch_size": 64, "policy": timing.GPU_POLICY, "speed_max_res": None, "threads": None},
     "cpu": {"batch_size": 1, "policy": timing.CPU_POLICY, "speed_max_res": 1280, "threads": 1},
 }
-EXIT_OK, EXIT_FAILED_POINTS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED_POINTS, EXIT_INTERRUPTED = 0, 1, 130  # bad input: 2, from the parser
 
 DESCRIPTION = """\
 Efficiency sweep of vision backbones over input resolution: FLOPs and parameters (fvcore, on the

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from bench import csvio, gpustate, sweep, timing
-from bench.measure import measure_point
 from bench.point import make_points, make_setting
 from bench.models import parse
 

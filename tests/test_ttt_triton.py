@@ -21,7 +21,6 @@ import kernels  # noqa: E402
 from kernels.testing import rel_err  # noqa: E402
 from kernels.ttt import triton_fwd  # noqa: E402
 from kernels.ttt.dual import ttt_linear_dual  # noqa: E402
-from kernels.ttt.flops import ttt_linear_flops  # noqa: E402
 
 if not ON_GPU and not triton_fwd.INTERPRETED:
     raise RuntimeError("triton was imported in this process before TRITON_INTERPRET=1 was set (triton.language "

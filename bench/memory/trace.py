@@ -348,10 +348,10 @@ class _Recorder(TorchDispatchMode):
     def _buffers(self, buffers, op: str, device: torch.device) -> list[Tensor]:
         """Allocate a memory model's buffers in order; a transient one is dropped once the next exists."""
         held: list[Tensor] = []
-        transient = None
+        alive = None  # the last transient buffer, kept alive until the next buffer exists
         for buf in buffers:
             t = self.empty(buf.shape, buf.dtype, op, buf.what, device)
-            transient = t if buf.transient else None
+            alive = t if buf.transient else None  # noqa: F841 (the reference is the point)
             if not buf.transient:
                 held.append(t)
         return held
