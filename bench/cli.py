@@ -227,6 +227,7 @@ class Plan:
     isolate: bool
     budget: Optional[float]
     runner: object
+    done: int  # points the CSV holds already in this setting (a resumed run skips them)
 
 
 def _gpu_profile(args: argparse.Namespace, device: str, metrics: list[str]) -> str:
@@ -308,6 +309,7 @@ def plan(args: argparse.Namespace) -> Plan:
         alt = out / f"{run}-{hashlib.sha1(setting.encode()).hexdigest()[:6]}.csv"
         print(f"{shown(csv_path)} holds {held}: this run goes to {shown(alt)}")
         csv_path = alt
+    resume = sweep.plan_resume(points, csv_path)
     isolate = args.isolate if args.isolate is not None else device == "cuda"
     isolate = isolate or args.timeout is not None
     try:
@@ -317,7 +319,8 @@ def plan(args: argparse.Namespace) -> Plan:
         raise UsageError(str(exc))
     if runner and args.budget:
         raise UsageError("--budget applies to a sweep on this machine, not to --slurm, --gpus or --collect")
-    return Plan(points, csv_path, reports, isolate, args.budget, runner and cluster.sweep_runner(runner, args.timeout))
+    return Plan(points, csv_path, reports, isolate, args.budget, runner and cluster.sweep_runner(runner, args.timeout),
+                len(resume.done))
 
 
 def _print_skipped(points) -> None:
@@ -341,9 +344,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
           + (", each point in its own process" if p.isolate else "") + (f", timeout {args.timeout:g} s" if args.timeout else "")
           + (f", budget {p.budget:g} s" if p.budget else ""))
     _print_skipped(p.points)
-    resume = sweep.plan_resume(p.points, p.csv_path)
-    if resume.done:
-        print(f"resuming {shown(p.csv_path)}: {len(resume.done)} points already measured in this setting are skipped")
+    if p.done:
+        print(f"resuming {shown(p.csv_path)}: {p.done} points already measured in this setting are skipped")
     start = time.perf_counter()
     try:
         counts = sweep.run_sweep(p.points, p.csv_path, isolate=p.isolate, timeout=args.timeout, progress=not args.no_progress,

@@ -23,7 +23,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Optional
 
-KiB, MiB = 1024, 1024**2
+MiB = 1024**2
 MIN_BLOCK = 512
 SMALL_SIZE = 1 * MiB  # largest request served by the small pool
 SMALL_BUFFER = 2 * MiB  # small-pool segment
